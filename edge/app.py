@@ -1,0 +1,42 @@
+"""The edge's app factory: Starlette for the small routes, pure ASGI in front for the hot ones."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from edge.health import health, ready
+from edge.state import EdgeState
+from edge.tracking import TrackingRoutes
+from tracker.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> TrackingRoutes:
+    """Build the edge from settings (from the environment when not given)."""
+    if settings is None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        settings = Settings.from_env()
+    state = EdgeState(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await state.open()
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = Starlette(
+        routes=[
+            Route("/health", health, methods=["GET", "HEAD"]),
+            Route("/ready", ready, methods=["GET", "HEAD"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.edge = state
+    tracking = TrackingRoutes(state, app)
+    return tracking

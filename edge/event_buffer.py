@@ -1,0 +1,234 @@
+"""Events collected in process and written to Redis streams in micro-batches.
+
+`add` is synchronous and cheap: the HTTP response never waits for Redis. A
+batch closes on count, bytes or age and is written with one MULTI/EXEC
+pipeline of XADDs (all or nothing, so a failed write is spooled whole and
+never half-duplicated). The same transaction reads each touched stream's
+length: past `stream_max_len` the edge stops adding to Redis (the flusher is
+far behind) and spools instead, so tracking traffic cannot fill Redis' memory.
+
+While Redis is down or full, batches go to the local spool; one recovery task
+probes Redis, replays spool files in order, and switches back when the spool
+is drained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from edge.spool import Spool, adopt, discard, read_offset, read_records, write_offset
+from tracker.events import Event, encode_event
+from tracker.keys import ENTRY_FIELD, event_streams, shard_for
+from tracker.settings import Settings
+
+log = logging.getLogger("edge.events")
+_REPLAY_CHUNK = 1000
+
+
+class EventBuffer:
+    def __init__(self, settings: Settings, redis: Redis, spool: Spool) -> None:
+        self.redis = redis
+        self.spool = spool
+        self.streams = event_streams(settings.stream_prefix, settings.stream_shards)
+        self.shards = settings.stream_shards
+        self.max_events = settings.batch_max_events
+        self.max_bytes = settings.batch_max_bytes
+        self.max_age = settings.batch_max_age_ms / 1000
+        self.stream_max_len = settings.stream_max_len
+        self.retry_s = settings.redis_retry_s
+        self._pending: list[tuple[int, bytes]] = []
+        self._pending_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._write_lock = asyncio.Lock()
+        self._recovery: asyncio.Task | None = None
+        self._closing = False
+        # "redis": batches go to the streams; "spool": Redis is down or over its bound.
+        self.mode = "redis"
+        self.reason = ""
+        self.accepted = 0
+        self.written = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.batches = 0
+
+    # -- hot path -------------------------------------------------------------------------
+
+    def add(self, event: Event) -> None:
+        payload = encode_event(event)
+        self._pending.append((shard_for(event.profile_id, self.shards), payload))
+        self._pending_bytes += len(payload)
+        self.accepted += 1
+        if len(self._pending) >= self.max_events or self._pending_bytes >= self.max_bytes:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.max_age, self.flush)
+
+    def flush(self) -> None:
+        """Close the current batch and start writing it (in the background)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._pending:
+            return
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        task = asyncio.get_running_loop().create_task(self._write(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Spool files left by workers that died are replayed before this one's own.
+        if self.spool.path.exists() or self.spool.orphans():
+            self._enter_spool_mode("spool files from an earlier run")
+
+    async def _write(self, batch: list[tuple[int, bytes]]) -> None:
+        async with self._write_lock:
+            if self.mode == "redis":
+                try:
+                    await self._xadd(batch)
+                    return
+                except (RedisError, OSError) as exc:
+                    self._enter_spool_mode(f"Redis write failed: {exc!r}")
+            self._to_spool(batch)
+
+    async def _xadd(self, batch: list[tuple[int, bytes]]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            touched = set()
+            for shard, payload in batch:
+                pipe.xadd(self.streams[shard], {ENTRY_FIELD: payload})
+                touched.add(shard)
+            for shard in touched:
+                pipe.xlen(self.streams[shard])
+            replies = await pipe.execute()
+        self.written += len(batch)
+        self.batches += 1
+        longest = max(replies[len(batch) :])
+        if longest >= self.stream_max_len:
+            self._enter_spool_mode(f"a stream holds {longest} entries (bound {self.stream_max_len})")
+
+    def _to_spool(self, batch: list[tuple[int, bytes]]) -> None:
+        dropped = self.spool.append(batch)
+        self.spooled += len(batch) - dropped
+        if dropped:
+            log.error(
+                "spool %s is full (%d bytes): %d events dropped, %d in total",
+                self.spool.path, self.spool.max_bytes, dropped, self.spool.dropped,
+            )  # fmt: skip
+
+    def _enter_spool_mode(self, reason: str) -> None:
+        if self.mode != "spool":
+            log.warning("spooling events to %s: %s; retrying Redis every %.1fs", self.spool.path, reason, self.retry_s)
+        self.mode, self.reason = "spool", reason
+        if self._recovery is None or self._recovery.done():
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    # -- recovery -------------------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Probe Redis until it is back and below its bound, then replay every spool file."""
+        while True:
+            if not await self._redis_has_room():
+                if self._closing:
+                    return
+                await asyncio.sleep(self.retry_s)
+                continue
+            try:
+                for orphan in self.spool.orphans():
+                    await self._replay_file(orphan, own=False)
+                await self._replay_file(self.spool.path, own=True)
+            except (RedisError, OSError) as exc:
+                log.warning("spool replay interrupted: %r; next try in %.1fs", exc, self.retry_s)
+                if self._closing:
+                    return
+                await asyncio.sleep(self.retry_s)
+                continue
+            return
+
+    async def _redis_has_room(self) -> bool:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for stream in self.streams:
+                    pipe.xlen(stream)
+                lengths = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.info("Redis still unreachable (%r); next try in %.1fs", exc, self.retry_s)
+            return False
+        # Hysteresis: resume only well below the bound, so the edge does not flap.
+        if max(lengths) >= self.stream_max_len * 0.9:
+            log.info("streams still near their bound (%d entries); next try in %.1fs", max(lengths), self.retry_s)
+            return False
+        return True
+
+    async def _replay_file(self, path: Path, own: bool) -> None:
+        if not own:
+            # Hold the dead worker's lock while replaying, so no other worker replays it too.
+            with adopt(path) as adopted:
+                if adopted:
+                    await self._replay_records(path)
+                    discard(path)
+            return
+        while await self._replay_records(path):
+            pass  # new batches may have been spooled while replaying
+        # Caught up: switch back under the write lock so that no batch slips in between.
+        async with self._write_lock:
+            if await self._replay_records(path):
+                return await self._replay_file(path, own)
+            if read_offset(path) < self.spool.size:
+                log.error("spool %s: unreadable tail of %d bytes discarded", path, self.spool.size - read_offset(path))
+            self.spool.remove()
+            self.mode, self.reason = "redis", ""
+            log.warning("Redis is back: spool replayed (%d events in total)", self.replayed)
+
+    async def _replay_records(self, path: Path) -> bool:
+        """Replay what is readable past the saved offset; True if anything was sent."""
+        if not path.exists():
+            return False
+        progressed = False
+        for chunk, next_offset in read_records(path, read_offset(path), _REPLAY_CHUNK):
+            await self._xadd_replayed(chunk)
+            write_offset(path, next_offset)
+            progressed = True
+        return progressed
+
+    async def _xadd_replayed(self, chunk: list[tuple[int, bytes]]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for shard, payload in chunk:
+                pipe.xadd(self.streams[shard % self.shards], {ENTRY_FIELD: payload})
+            await pipe.execute()
+        self.replayed += len(chunk)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Flush what is buffered; whatever Redis does not take goes to the spool."""
+        self._closing = True
+        self.flush()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
+        if self._recovery is not None and not self._recovery.done():
+            try:
+                await asyncio.wait_for(self._recovery, timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        self.spool.close()
+
+    def state(self) -> dict[str, object]:
+        return {
+            "mode": self.mode,
+            "reason": self.reason,
+            "spool_bytes": self.spool.size,
+            "spool_dropped": self.spool.dropped,
+            "accepted": self.accepted,
+            "written": self.written,
+            "spooled": self.spooled,
+            "replayed": self.replayed,
+            "at": time.time(),
+        }

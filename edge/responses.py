@@ -1,0 +1,61 @@
+"""Responses built once, up front: sending one is two `send` calls with ready-made bytes."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+# The smallest transparent GIF89a: 1x1, one transparent colour, 43 bytes.
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
+assert len(GIF) == 43
+
+NO_CACHE = [
+    (b"cache-control", b"no-store, no-cache, must-revalidate, max-age=0, private"),
+    (b"pragma", b"no-cache"),
+    (b"expires", b"Thu, 01 Jan 1970 00:00:00 GMT"),
+]
+
+GIF_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"image/gif"),
+        (b"content-length", b"43"),
+        *NO_CACHE,
+    ],
+}
+GIF_BODY = {"type": "http.response.body", "body": GIF}
+EMPTY_BODY = {"type": "http.response.body", "body": b""}
+
+_REDIRECT_HEADERS = [(b"content-length", b"0"), *NO_CACHE, (b"referrer-policy", b"no-referrer-when-downgrade")]
+
+
+def redirect_start(location: bytes) -> dict:
+    """A 302 start message; `location` must come from a checked link table, never the request."""
+    return {"type": "http.response.start", "status": 302, "headers": [(b"location", location), *_REDIRECT_HEADERS]}
+
+
+def page(status: int, title: str, text: str) -> tuple[dict, dict]:
+    """A tiny HTML page (start, body) for errors a person may see in a browser."""
+    body = (
+        "<!doctype html><meta charset=utf-8><meta name=viewport content='width=device-width'>"
+        f"<title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>"
+    ).encode()
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"text/html; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            *NO_CACHE,
+            (b"x-content-type-options", b"nosniff"),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": body}
+
+
+LINK_NOT_FOUND = page(404, "Link not found", "This link is not valid or has expired.")
+URI_TOO_LONG = page(414, "Address too long", "The requested address is too long.")
+METHOD_NOT_ALLOWED = page(405, "Method not allowed", "Only GET and HEAD are accepted here.")
+LINK_UNAVAILABLE = page(503, "Try again shortly", "This link cannot be followed right now; please try again.")
+METHOD_NOT_ALLOWED[0]["headers"].append((b"allow", b"GET, HEAD"))

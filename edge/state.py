@@ -1,0 +1,71 @@
+"""Everything an edge process holds: built by the app factory, opened and closed by its lifespan."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+from redis.asyncio import Redis
+
+from edge.event_buffer import EventBuffer
+from edge.link_cache import LinkCache
+from edge.request_facts import RequestFacts
+from edge.spool import Spool
+from tracker.events import EventIds
+from tracker.settings import Settings
+
+log = logging.getLogger("edge")
+
+
+@dataclass
+class EdgeCounters:
+    """Plain counters for what the edge refused; /metrics exposes them."""
+
+    bad_tokens: int = 0
+    unknown_links: int = 0
+    lookup_errors: int = 0
+
+
+class EdgeState:
+    def __init__(self, settings: Settings) -> None:
+        settings.require("redis_url", "database_url", "signing_keys")
+        self.settings = settings
+        self.redis: Redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            max_connections=64,
+        )
+        self.pg_pool: asyncpg.Pool | None = None
+        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.spool_fsync)
+        self.events = EventBuffer(settings, self.redis, self.spool)
+        self.links = LinkCache(settings, self.redis, _LazyPool(self))
+        self.facts = RequestFacts(settings.trust_forwarded_for)
+        self.ids = EventIds()
+        self.counters = EdgeCounters()
+
+    async def open(self) -> None:
+        # The pool connects lazily (min_size=0): an edge starts and serves pixels while Postgres is down.
+        self.pg_pool = await asyncpg.create_pool(
+            self.settings.database_url, min_size=0, max_size=self.settings.pg_pool_size, timeout=5
+        )
+        await self.events.start()
+        log.info("edge worker ready: %r", self.settings)
+
+    async def close(self) -> None:
+        await self.events.close()
+        if self.pg_pool is not None:
+            await self.pg_pool.close()
+        await self.redis.aclose()
+
+
+class _LazyPool:
+    """Lets the link cache be built before the lifespan has created the pool."""
+
+    def __init__(self, state: EdgeState) -> None:
+        self.state = state
+
+    def acquire(self):
+        assert self.state.pg_pool is not None, "edge used outside its lifespan"
+        return self.state.pg_pool.acquire()

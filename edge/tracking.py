@@ -1,0 +1,130 @@
+"""The hot path: `/o/{token}` (open pixel) and `/c/{token}` (click redirect), as pure ASGI.
+
+These run before Starlette's router: a prefix test, a token check with no
+lookup, an in-process link-table hit, two `send` calls and an append to the
+event buffer. Everything else falls through to the Starlette app.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edge import responses
+from edge.state import EdgeState
+from tracker.events import Event
+from tracker.tokens import CHANNEL_NAMES, TokenKind, verify
+
+_CHANNELS = {int(c): name for c, name in CHANNEL_NAMES.items()}
+_OPEN = int(TokenKind.OPEN)
+_CLICK = int(TokenKind.CLICK)
+
+
+class TrackingRoutes:
+    def __init__(self, state: EdgeState, app: Any) -> None:
+        self.state = state
+        self.app = app
+        self.keys = state.settings.signing_keys
+        self.max_path = state.settings.max_path_len
+        fallback = state.settings.fallback_url
+        self.fallback = responses.redirect_start(fallback.encode()) if fallback else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path: str = scope["path"]
+        if len(path) > self.max_path:
+            start, body = responses.URI_TOO_LONG
+            await send(start)
+            return await send(body)
+        if path.startswith("/o/"):
+            return await self.open_pixel(scope, send, path[3:])
+        if path.startswith("/c/"):
+            return await self.click(scope, send, path[3:])
+        return await self.app(scope, receive, send)
+
+    async def open_pixel(self, scope: dict, send: Any, token_text: str) -> None:
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            return await self._method_not_allowed(send)
+        if token_text.endswith(".gif"):
+            token_text = token_text[:-4]
+        # The GIF goes out whatever the token says: a broken image helps nobody.
+        await send(responses.GIF_START)
+        await send(responses.GIF_BODY if method == "GET" else responses.EMPTY_BODY)
+        if method == "HEAD":
+            return
+        token = verify(self.keys, token_text)
+        if token is None or token.kind != _OPEN:
+            self.state.counters.bad_tokens += 1
+            return
+        ua_class, ip = self.state.facts.of(scope)
+        self.state.events.add(
+            Event(
+                self.state.ids.new(),
+                "opened",
+                _CHANNELS.get(token.channel, "email"),
+                token.message_id,
+                token.profile_id,
+                time.time_ns() // 1000,
+                0,
+                -1,
+                ua_class,
+                ip,
+            )
+        )
+
+    async def click(self, scope: dict, send: Any, token_text: str) -> None:
+        method = scope["method"]
+        if method != "GET" and method != "HEAD":
+            return await self._method_not_allowed(send)
+        token = verify(self.keys, token_text)
+        if token is None or token.kind != _CLICK:
+            self.state.counters.bad_tokens += 1
+            return await self._link_not_found(send)
+        links = self.state.links.cached(token.message_id, token.link_version)
+        if links is None:
+            try:
+                links = await self.state.links.fetch(token.message_id, token.link_version)
+            except Exception:
+                # Redis and Postgres both failed us: say so rather than redirect anywhere.
+                self.state.counters.lookup_errors += 1
+                start, body = responses.LINK_UNAVAILABLE
+                await send(start)
+                return await send(body)
+        index = token.link_index
+        if links is None or index >= len(links.locations) or links.locations[index] is None:
+            self.state.counters.unknown_links += 1
+            return await self._link_not_found(send)
+        await send(responses.redirect_start(links.locations[index]))
+        await send(responses.EMPTY_BODY)
+        if method == "HEAD":
+            return
+        ua_class, ip = self.state.facts.of(scope)
+        self.state.events.add(
+            Event(
+                self.state.ids.new(),
+                "clicked",
+                _CHANNELS.get(token.channel, "email"),
+                token.message_id,
+                token.profile_id,
+                time.time_ns() // 1000,
+                token.link_version,
+                index,
+                ua_class,
+                ip,
+            )
+        )
+
+    async def _link_not_found(self, send: Any) -> None:
+        if self.fallback is not None:
+            await send(self.fallback)
+            return await send(responses.EMPTY_BODY)
+        start, body = responses.LINK_NOT_FOUND
+        await send(start)
+        await send(body)
+
+    async def _method_not_allowed(self, send: Any) -> None:
+        start, body = responses.METHOD_NOT_ALLOWED
+        await send(start)
+        await send(body)

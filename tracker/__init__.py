@@ -1,0 +1,1 @@
+"""What the edge and the flusher share: settings, tokens, event Structs, key names, schema."""

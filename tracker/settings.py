@@ -1,0 +1,261 @@
+"""One frozen settings object, read from the environment once and passed in.
+
+Every value has a variable name, a parser and a default; a wrong value stops
+start-up with a `SettingsError` that names the variable and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        value = int(raw.replace("_", ""))
+        if not lo <= value <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        value = float(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"expected a number from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"expected one of {', '.join(options)}")
+        return raw
+
+    return parse
+
+
+def _url(*schemes: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes:
+            raise ValueError(f"expected a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return raw
+
+    return parse
+
+
+def _optional_http_url(raw: str) -> str:
+    if not raw:
+        return ""
+    from tracker.urls import check_redirect_url
+
+    check_redirect_url(raw)
+    return raw
+
+
+def _public_url(raw: str) -> str:
+    _url("http", "https")(raw)
+    return raw.rstrip("/")
+
+
+def parse_signing_keys(raw: str) -> dict[int, bytes]:
+    """`1:secret,2:older-secret` -> {1: b"secret", 2: b"older-secret"}."""
+    keys: dict[int, bytes] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        kid_text, sep, secret = item.partition(":")
+        if not sep or not kid_text.isdigit() or not 0 <= int(kid_text) <= 255:
+            raise ValueError("expected comma-separated KEY_ID:SECRET pairs with KEY_ID from 0 to 255")
+        if len(secret) < 16:
+            raise ValueError(f"the secret of key {kid_text} is shorter than 16 characters")
+        keys[int(kid_text)] = secret.encode()
+    if not keys:
+        raise ValueError("expected at least one KEY_ID:SECRET pair")
+    return keys
+
+
+def _setting(env: str, default: Any, parse: Callable[[str], Any] = str, doc: str = "") -> Any:
+    metadata = {"env": env, "parse": parse, "doc": doc}
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str = _setting("REDIS_URL", "", _url("redis", "rediss", "unix"), "Redis for streams and caches")
+    database_url: str = _setting(
+        "DATABASE_URL", "", _url("postgres", "postgresql"), "Postgres, the source of truth"
+    )
+    signing_keys: dict[int, bytes] = _setting(
+        "TRACKER_SIGNING_KEYS",
+        {},
+        parse_signing_keys,
+        "token keys as KEY_ID:SECRET,... (all verify; see TRACKER_SIGNING_KEY_ID)",
+    )
+    signing_key_id: int = _setting(
+        "TRACKER_SIGNING_KEY_ID", -1, _int(-1, 255), "key id that signs new tokens (-1: the first listed)"
+    )
+    public_url: str = _setting(
+        "TRACKER_PUBLIC_URL", "http://127.0.0.1:8000", _public_url, "base URL put into minted links"
+    )
+    stream_prefix: str = _setting("TRACKER_STREAM_PREFIX", "trk", str, "prefix of every Redis key")
+    stream_shards: int = _setting("TRACKER_STREAM_SHARDS", 4, _int(1, 1024), "event stream shards")
+    stream_max_len: int = _setting(
+        "TRACKER_STREAM_MAX_LEN",
+        2_000_000,
+        _int(1, 10**10),
+        "entries per shard above which the edge spools instead of adding to Redis",
+    )
+    batch_max_events: int = _setting("TRACKER_BATCH_MAX_EVENTS", 512, _int(1, 100_000), "XADD batch size")
+    batch_max_bytes: int = _setting(
+        "TRACKER_BATCH_MAX_BYTES", 262_144, _int(1024, 64 * 2**20), "XADD batch bytes"
+    )
+    batch_max_age_ms: float = _setting(
+        "TRACKER_BATCH_MAX_AGE_MS", 5.0, _float(0.1, 10_000), "longest an event waits in the edge buffer"
+    )
+    spool_dir: Path = _setting("TRACKER_SPOOL_DIR", Path("var/spool"), Path, "edge spool folder")
+    spool_max_bytes: int = _setting(
+        "TRACKER_SPOOL_MAX_BYTES", 1 << 30, _int(4096, 1 << 44), "spool size bound per edge worker"
+    )
+    spool_fsync: str = _setting(
+        "TRACKER_SPOOL_FSYNC",
+        "interval",
+        _choice("always", "interval", "never"),
+        "always: fsync each batch; interval: once a second; never: leave it to the OS",
+    )
+    redis_timeout_s: float = _setting(
+        "TRACKER_REDIS_TIMEOUT_S", 1.0, _float(0.01, 60), "Redis socket timeout at the edge"
+    )
+    redis_retry_s: float = _setting(
+        "TRACKER_REDIS_RETRY_S", 1.0, _float(0.01, 600), "pause between Redis probes while spooling"
+    )
+    link_cache_size: int = _setting(
+        "TRACKER_LINK_CACHE_SIZE", 4096, _int(1, 10**7), "link-table versions kept in each edge process"
+    )
+    link_cache_redis_ttl_s: int = _setting(
+        "TRACKER_LINK_CACHE_REDIS_TTL_S", 7 * 86400, _int(1, 10**8), "TTL of link-table copies in Redis"
+    )
+    link_cache_negative_ttl_s: float = _setting(
+        "TRACKER_LINK_CACHE_NEGATIVE_TTL_S",
+        30.0,
+        _float(0, 86400),
+        "how long an edge remembers that a message or version does not exist",
+    )
+    fallback_url: str = _setting(
+        "TRACKER_FALLBACK_URL", "", _optional_http_url, "where bad click links go (empty: a 404 page)"
+    )
+    max_path_len: int = _setting(
+        "TRACKER_MAX_PATH_LEN", 512, _int(64, 8192), "longer request paths get 414 without work"
+    )
+    trust_forwarded_for: bool = _setting(
+        "TRACKER_TRUST_FORWARDED_FOR", False, _bool, "take the client IP from X-Forwarded-For"
+    )
+    pg_pool_size: int = _setting("TRACKER_PG_POOL_SIZE", 4, _int(1, 1000), "Postgres pool size per process")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build from the environment; `overrides` (already typed) win, as CLI flags do."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in dataclasses.fields(cls):
+            if f.name in overrides:
+                continue
+            env = f.metadata["env"]
+            raw = environ.get(env)
+            if raw is None:
+                continue
+            try:
+                values[f.name] = f.metadata["parse"](raw)
+            except ValueError as exc:
+                problems.append(f"{env}={_shown(env, raw)}: {exc}")
+        values.update(overrides)
+        if problems:
+            raise SettingsError("bad settings: " + "; ".join(problems))
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.signing_keys and self.signing_key_id != -1 and self.signing_key_id not in self.signing_keys:
+            raise SettingsError(
+                f"TRACKER_SIGNING_KEY_ID={self.signing_key_id}: no such key in TRACKER_SIGNING_KEYS "
+                f"(have {sorted(self.signing_keys)})"
+            )
+        if not self.stream_prefix or any(c in self.stream_prefix for c in "{} \r\n"):
+            raise SettingsError("TRACKER_STREAM_PREFIX: expected a non-empty name without braces or spaces")
+
+    def require(self, *names: str) -> None:
+        """Fail with the variable's name when a setting this command needs is empty."""
+        by_name = {f.name: f for f in dataclasses.fields(self)}
+        for name in names:
+            if not getattr(self, name):
+                raise SettingsError(f"{by_name[name].metadata['env']} is not set")
+
+    @property
+    def active_key_id(self) -> int:
+        self.require("signing_keys")
+        return next(iter(self.signing_keys)) if self.signing_key_id == -1 else self.signing_key_id
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        # Secrets never reach logs: keys show by id only, URLs without passwords.
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "signing_keys":
+                value = f"<{len(value)} keys: {sorted(value)}>"
+            elif f.name.endswith("_url"):
+                value = redact_url(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def _shown(env: str, raw: str) -> str:
+    if "KEY" in env or "SECRET" in env:
+        return "<hidden>"
+    return repr(redact_url(raw) if env.endswith("_URL") else raw)
+
+
+def settings_help() -> str:
+    """One line per variable, for `--help` epilogs."""
+    lines = []
+    for f in dataclasses.fields(Settings):
+        default = f.default
+        if f.name == "signing_keys":
+            default = "none: required by the edge and token commands"
+        lines.append(f"  {f.metadata['env']:<34} {f.metadata['doc']} [default: {default}]")
+    return "\n".join(lines)
