@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from edge.event_buffer import EventBuffer
 from edge.link_cache import LinkCache
@@ -36,6 +38,9 @@ class EdgeState:
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
             max_connections=64,
+            # No client-side retries: a failed batch goes to the spool at once, and a retried
+            # MULTI/EXEC whose reply was lost would add its events twice.
+            retry=Retry(NoBackoff(), 0),
         )
         self.pg_pool: asyncpg.Pool | None = None
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.spool_fsync)
