@@ -45,7 +45,9 @@ async def test_open_pixel_answers_the_gif_and_records_opened(settings, redis, me
     before_us = time.time_ns() // 1000
     async with running_edge(settings) as (_app, client):
         for suffix in ("", ".gif"):
-            response = await client.get(f"/o/{open_token(settings, message_id, 7)}{suffix}", headers={"user-agent": UA_IPHONE})
+            response = await client.get(
+                f"/o/{open_token(settings, message_id, 7)}{suffix}", headers={"user-agent": UA_IPHONE}
+            )
             assert response.status_code == 200
             assert response.content == GIF and len(GIF) == 43
             assert response.headers["content-type"] == "image/gif"
@@ -117,7 +119,7 @@ async def test_old_tokens_keep_their_version_after_new_content(settings, redis, 
 
 
 async def test_link_tables_are_immutable_in_postgres(pg, message) -> None:
-    message_id, version = message
+    message_id, _ = message
     with pytest.raises(asyncpg.RaiseError, match="immutable"):
         await pg.execute("update links set url = 'https://evil.example/' where message_id = $1", message_id)
 
@@ -182,7 +184,15 @@ async def test_bad_tokens_give_gif_or_404_and_no_event(settings, redis, message)
         for token in [*BAD_TOKENS, forged, truncated, wrong_kind_for_pixel]:
             response = await client.get(f"/o/{token}")
             assert response.status_code == 200 and response.content == GIF, token
-        for token in [*BAD_TOKENS, forged, truncated, wrong_kind_for_click, unknown_index, unknown_message, unknown_version]:
+        for token in [
+            *BAD_TOKENS,
+            forged,
+            truncated,
+            wrong_kind_for_click,
+            unknown_index,
+            unknown_message,
+            unknown_version,
+        ]:
             response = await client.get(f"/c/{token}")
             assert response.status_code == 404, token
             assert "location" not in response.headers
@@ -214,7 +224,10 @@ async def test_over_long_paths_are_refused_early(settings, redis, message) -> No
 async def test_other_methods_are_refused(settings, redis, message) -> None:
     message_id, version = message
     async with running_edge(settings) as (_app, client):
-        for path in (f"/o/{open_token(settings, message_id, 1)}", f"/c/{click_token(settings, message_id, 1, version, 0)}"):
+        for path in (
+            f"/o/{open_token(settings, message_id, 1)}",
+            f"/c/{click_token(settings, message_id, 1, version, 0)}",
+        ):
             response = await client.post(path)
             assert response.status_code == 405
             assert response.headers["allow"] == "GET, HEAD"
