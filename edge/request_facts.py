@@ -34,10 +34,15 @@ class RequestFacts:
                 ua = value
             elif name == b"x-forwarded-for":
                 forwarded = value
-        client = scope.get("client")
-        host = client[0] if client else ""
         if forwarded and self.trust_forwarded_for:
-            host = forwarded.split(b",", 1)[0].strip().decode("latin-1")
+            return self.ua_class(ua), ip_prefix(forwarded.split(b",", 1)[0].strip().decode("latin-1"))
+        client = scope.get("client")
+        if not client:
+            return self.ua_class(ua), ""
+        host = client[0]
+        # The socket's peer is always a valid address: an IPv4 /24 is a string cut.
+        if ":" not in host and "." in host:
+            return self.ua_class(ua), host[: host.rfind(".")] + ".0/24"
         return self.ua_class(ua), ip_prefix(host)
 
     def ua_class(self, ua: bytes) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 from edge import responses
 from edge.state import EdgeState
 from tracker.events import Event
-from tracker.tokens import CHANNEL_NAMES, TokenKind, verify
+from tracker.tokens import CHANNEL_NAMES, Keyring, TokenKind, verify
 
 _CHANNELS = {int(c): name for c, name in CHANNEL_NAMES.items()}
 _OPEN = int(TokenKind.OPEN)
@@ -24,7 +24,7 @@ class TrackingRoutes:
     def __init__(self, state: EdgeState, app: Any) -> None:
         self.state = state
         self.app = app
-        self.keys = state.settings.signing_keys
+        self.keys = Keyring(state.settings.signing_keys)
         self.max_path = state.settings.max_path_len
         fallback = state.settings.fallback_url
         self.fallback = responses.redirect_start(fallback.encode()) if fallback else None

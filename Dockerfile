@@ -1,0 +1,14 @@
+# One image for the edge and the flusher: `docker run IMAGE edge --host 0.0.0.0` or `docker run IMAGE flusher`.
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TRACKER_SPOOL_DIR=/var/lib/tracker/spool
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY tracker ./tracker
+COPY edge ./edge
+COPY flusher ./flusher
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 tracker \
+    && mkdir -p /var/lib/tracker/spool && chown -R tracker /var/lib/tracker
+USER tracker
+VOLUME ["/var/lib/tracker/spool"]
+EXPOSE 8000
+CMD ["edge", "--host", "0.0.0.0", "--port", "8000"]
