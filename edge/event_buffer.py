@@ -2,7 +2,8 @@
 
 `add` is synchronous and cheap: the HTTP response never waits for Redis. A
 batch closes on count, bytes or age and is written with one MULTI/EXEC
-pipeline of XADDs (all or nothing, so a failed write is spooled whole and
+pipeline holding one XADD per shard, each entry a msgpack array of the batch's
+events for that shard (all or nothing, so a failed write is spooled whole and
 never half-duplicated). The same transaction reads each touched stream's
 length: past `stream_max_len` the edge stops adding to Redis (the flusher is
 far behind) and spools instead, so tracking traffic cannot fill Redis' memory.
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge.spool import Spool, adopt, discard, read_offset, read_records, write_offset
-from tracker.events import Event, encode_event
+from tracker.events import Event, encode_batch, encode_event
 from tracker.keys import ENTRY_FIELD, event_streams, shard_for
 from tracker.settings import Settings
 
@@ -99,18 +100,21 @@ class EventBuffer:
                     self._enter_spool_mode(f"Redis write failed: {exc!r}")
             self._to_spool(batch)
 
-    async def _xadd(self, batch: list[tuple[int, bytes]]) -> None:
+    async def _xadd(self, batch: list[tuple[int, bytes]], check_bound: bool = True) -> None:
+        by_shard: dict[int, list[bytes]] = {}
+        for shard, payload in batch:
+            by_shard.setdefault(shard % self.shards, []).append(payload)
         async with self.redis.pipeline(transaction=True) as pipe:
-            touched = set()
-            for shard, payload in batch:
-                pipe.xadd(self.streams[shard], {ENTRY_FIELD: payload})
-                touched.add(shard)
-            for shard in touched:
+            for shard, payloads in by_shard.items():
+                pipe.xadd(self.streams[shard], {ENTRY_FIELD: encode_batch(payloads)})
+            for shard in by_shard:
                 pipe.xlen(self.streams[shard])
             replies = await pipe.execute()
-        self.written += len(batch)
         self.batches += 1
-        longest = max(replies[len(batch) :])
+        if not check_bound:
+            return
+        self.written += len(batch)
+        longest = max(replies[len(by_shard) :])
         if longest >= self.stream_max_len:
             self._enter_spool_mode(f"a stream holds {longest} entries (bound {self.stream_max_len})")
 
@@ -199,10 +203,7 @@ class EventBuffer:
         return progressed
 
     async def _xadd_replayed(self, chunk: list[tuple[int, bytes]]) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            for shard, payload in chunk:
-                pipe.xadd(self.streams[shard % self.shards], {ENTRY_FIELD: payload})
-            await pipe.execute()
+        await self._xadd(chunk, check_bound=False)
         self.replayed += len(chunk)
 
     # -- shutdown -------------------------------------------------------------------------

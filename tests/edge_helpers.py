@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from edge.app import create_app
 from edge.tracking import TrackingRoutes
-from tracker.events import Event, decode_event
+from tracker.events import Event, decode_batch
 from tracker.keys import ENTRY_FIELD, event_streams
 from tracker.settings import Settings
 
@@ -34,7 +34,7 @@ async def stream_events(redis: Redis, settings: Settings) -> list[Event]:
     events = []
     for stream in event_streams(settings.stream_prefix, settings.stream_shards):
         for _entry_id, fields in await redis.xrange(stream):
-            events.append(decode_event(fields[ENTRY_FIELD]))
+            events.extend(decode_batch(fields[ENTRY_FIELD]))
     return sorted(events, key=lambda e: e.id)
 
 

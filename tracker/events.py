@@ -52,6 +52,25 @@ class Event(msgspec.Struct, array_like=True, omit_defaults=False):
 encode_event = msgspec.msgpack.Encoder().encode
 decode_event = msgspec.msgpack.Decoder(Event).decode
 
+# A stream entry carries a batch: one msgpack array of Events. One XADD per shard and
+# batch costs the edge about 0.5 us per event, against 13-20 us for an entry per event.
+decode_batch = msgspec.msgpack.Decoder(list[Event]).decode
+# When a batch does not decode, its elements are split out and decoded one by one,
+# so that only the bad event goes to the dead letters.
+split_batch = msgspec.msgpack.Decoder(list[msgspec.Raw]).decode
+
+
+def encode_batch(payloads: list[bytes]) -> bytes:
+    """A msgpack array made of already-encoded Events (no re-encoding)."""
+    n = len(payloads)
+    if n < 16:
+        header = bytes((0x90 | n,))
+    elif n < 1 << 16:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    return header + b"".join(payloads)
+
 
 class EventIds:
     """UUIDv7-style ids: 48-bit ms time, then a per-process random node and a counter.

@@ -6,7 +6,7 @@ different nodes while every multi-key command stays within one shard.
 
 from __future__ import annotations
 
-ENTRY_FIELD = b"e"  # stream entry field holding one msgpack-encoded Event
+ENTRY_FIELD = b"e"  # stream entry field: a msgpack array of Events (tracker.events.encode_batch)
 CONSUMER_GROUP = "flushers"
 
 
