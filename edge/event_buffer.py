@@ -53,6 +53,7 @@ class EventBuffer:
         # "redis": batches go to the streams; "spool": Redis is down or over its bound.
         self.mode = "redis"
         self.reason = ""
+        self.redis_down = False  # the last write or probe failed to reach Redis
         self.accepted = 0
         self.written = 0
         self.spooled = 0
@@ -97,6 +98,7 @@ class EventBuffer:
                     await self._xadd(batch)
                     return
                 except (RedisError, OSError) as exc:
+                    self.redis_down = True
                     self._enter_spool_mode(f"Redis write failed: {exc!r}")
             self._to_spool(batch)
 
@@ -163,8 +165,10 @@ class EventBuffer:
                     pipe.xlen(stream)
                 lengths = await pipe.execute()
         except (RedisError, OSError) as exc:
+            self.redis_down = True
             log.info("Redis still unreachable (%r); next try in %.1fs", exc, self.retry_s)
             return False
+        self.redis_down = False
         # Hysteresis: resume only well below the bound, so the edge does not flap.
         if max(lengths) >= self.stream_max_len * 0.9:
             log.info("streams still near their bound (%d entries); next try in %.1fs", max(lengths), self.retry_s)

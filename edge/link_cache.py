@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -44,14 +45,16 @@ class CachedLinks:
 
 
 class LinkCache:
-    def __init__(self, settings: Settings, redis: Redis, pg_pool: Any) -> None:
+    def __init__(self, settings: Settings, redis: Redis, pg_pool: Any, redis_down: Callable[[], bool]) -> None:
         self.redis = redis
         self.pg_pool = pg_pool
         self.prefix = settings.stream_prefix
         self.size = settings.link_cache_size
         self.redis_ttl = settings.link_cache_redis_ttl_s
         self.negative_ttl = settings.link_cache_negative_ttl_s
-        self.use_redis = True  # turned off by the caller while Redis is known to be down
+        # While the event buffer knows Redis is down, misses go straight to Postgres
+        # instead of waiting for a connect timeout on every click.
+        self.redis_down = redis_down
         self._entries: OrderedDict[tuple[int, int], CachedLinks] = OrderedDict()
         self._missing: dict[tuple[int, int], float] = {}
         self._inflight: dict[tuple[int, int], asyncio.Future[CachedLinks | None]] = {}
@@ -97,7 +100,8 @@ class LinkCache:
     async def _load(self, message_id: int, version: int) -> CachedLinks | None:
         redis_key = link_table_key(self.prefix, message_id, version)
         table = None
-        if self.use_redis:
+        use_redis = not self.redis_down()
+        if use_redis:
             try:
                 raw = await self.redis.get(redis_key)
                 table = decode_link_table(raw) if raw is not None else None
@@ -113,7 +117,7 @@ class LinkCache:
                 if len(self._missing) > self.size:
                     self._missing.clear()
             return None
-        if not from_redis and self.use_redis:
+        if not from_redis and use_redis:
             try:
                 await self.redis.set(redis_key, encode_link_table(table), ex=self.redis_ttl)
             except (RedisError, OSError) as exc:

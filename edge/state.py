@@ -45,7 +45,7 @@ class EdgeState:
         self.pg_pool: asyncpg.Pool | None = None
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.spool_fsync)
         self.events = EventBuffer(settings, self.redis, self.spool)
-        self.links = LinkCache(settings, self.redis, _LazyPool(self))
+        self.links = LinkCache(settings, self.redis, _LazyPool(self), lambda: self.events.redis_down)
         self.facts = RequestFacts(settings.trust_forwarded_for)
         self.ids = EventIds()
         self.counters = EdgeCounters()

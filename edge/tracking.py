@@ -26,6 +26,11 @@ class TrackingRoutes:
         self.app = app
         self.keys = Keyring(state.settings.signing_keys)
         self.max_path = state.settings.max_path_len
+        # Bound methods looked up once: attribute chains cost on every request.
+        self._record = state.events.add
+        self._new_id = state.ids.new
+        self._facts = state.facts.of
+        self._cached_links = state.links.cached
         fallback = state.settings.fallback_url
         self.fallback = responses.redirect_start(fallback.encode()) if fallback else None
 
@@ -58,10 +63,10 @@ class TrackingRoutes:
         if token is None or token.kind != _OPEN:
             self.state.counters.bad_tokens += 1
             return
-        ua_class, ip = self.state.facts.of(scope)
-        self.state.events.add(
+        ua_class, ip = self._facts(scope)
+        self._record(
             Event(
-                self.state.ids.new(),
+                self._new_id(),
                 "opened",
                 _CHANNELS.get(token.channel, "email"),
                 token.message_id,
@@ -82,7 +87,7 @@ class TrackingRoutes:
         if token is None or token.kind != _CLICK:
             self.state.counters.bad_tokens += 1
             return await self._link_not_found(send)
-        links = self.state.links.cached(token.message_id, token.link_version)
+        links = self._cached_links(token.message_id, token.link_version)
         if links is None:
             try:
                 links = await self.state.links.fetch(token.message_id, token.link_version)
@@ -100,10 +105,10 @@ class TrackingRoutes:
         await send(responses.EMPTY_BODY)
         if method == "HEAD":
             return
-        ua_class, ip = self.state.facts.of(scope)
-        self.state.events.add(
+        ua_class, ip = self._facts(scope)
+        self._record(
             Event(
-                self.state.ids.new(),
+                self._new_id(),
                 "clicked",
                 _CHANNELS.get(token.channel, "email"),
                 token.message_id,
