@@ -1,0 +1,8 @@
+"""The flusher: reads events from the Redis streams and stores them in Postgres.
+
+Parts, in the order data flows through them:
+`streams` (consumer group: read, reclaim, acknowledge, dead-letter, trim),
+`batch` (decode and sort out bad entries), `sink` (COPY, dedupe, effects in one
+transaction), `effects` (the set-based SQL of profile effects and counters),
+`partitions` (daily events partitions), `worker` (the loop), `cli`.
+"""

@@ -125,9 +125,9 @@ class Settings:
     stream_shards: int = _setting("TRACKER_STREAM_SHARDS", 4, _int(1, 1024), "event stream shards")
     stream_max_len: int = _setting(
         "TRACKER_STREAM_MAX_LEN",
-        2_000_000,
+        100_000,
         _int(1, 10**10),
-        "entries per shard above which the edge spools instead of adding to Redis",
+        "stream entries (event batches) per shard above which the edge spools instead of adding to Redis",
     )
     batch_max_events: int = _setting("TRACKER_BATCH_MAX_EVENTS", 512, _int(1, 100_000), "XADD batch size")
     batch_max_bytes: int = _setting(
@@ -174,6 +174,64 @@ class Settings:
         "TRACKER_TRUST_FORWARDED_FOR", False, _bool, "take the client IP from X-Forwarded-For"
     )
     pg_pool_size: int = _setting("TRACKER_PG_POOL_SIZE", 4, _int(1, 1000), "Postgres pool size per process")
+    # -- flusher --
+    flusher_consumer: str = _setting(
+        "FLUSHER_CONSUMER", "", str, "consumer name in the stream group (empty: hostname-pid)"
+    )
+    flusher_batch_max_events: int = _setting(
+        "FLUSHER_BATCH_MAX_EVENTS", 10_000, _int(1, 1_000_000), "events per Postgres transaction, at most"
+    )
+    flusher_batch_max_bytes: int = _setting(
+        "FLUSHER_BATCH_MAX_BYTES", 8 * 2**20, _int(1024, 2**30), "encoded bytes per batch, at most"
+    )
+    flusher_batch_max_age_ms: float = _setting(
+        "FLUSHER_BATCH_MAX_AGE_MS", 200.0, _float(1, 60_000), "longest the first event of a batch waits"
+    )
+    flusher_claim_idle_ms: int = _setting(
+        "FLUSHER_CLAIM_IDLE_MS", 60_000, _int(1, 10**9), "pending this long, an entry of another consumer is taken over"
+    )
+    flusher_claim_interval_s: float = _setting(
+        "FLUSHER_CLAIM_INTERVAL_S", 15.0, _float(0.05, 86400), "how often to look for entries to take over"
+    )
+    flusher_heartbeat_ttl_s: int = _setting(
+        "FLUSHER_HEARTBEAT_TTL_S", 30, _int(2, 86400), "TTL of the heartbeat key (refreshed every third of it)"
+    )
+    flusher_retry_min_s: float = _setting(
+        "FLUSHER_RETRY_MIN_S", 0.2, _float(0.001, 600), "first pause after a Redis or Postgres failure"
+    )
+    flusher_retry_max_s: float = _setting(
+        "FLUSHER_RETRY_MAX_S", 10.0, _float(0.001, 3600), "longest pause between retries (doubling up to it)"
+    )
+    flusher_shutdown_grace_s: float = _setting(
+        "FLUSHER_SHUTDOWN_GRACE_S", 5.0, _float(0, 600), "on SIGTERM, how long to keep retrying the batch in hand"
+    )
+    flusher_partitions_ahead_days: int = _setting(
+        "FLUSHER_PARTITIONS_AHEAD_DAYS", 7, _int(1, 366), "daily events partitions created ahead of today"
+    )
+    flusher_retention_days: int = _setting(
+        "FLUSHER_RETENTION_DAYS", 400, _int(0, 100_000), "events partitions older than this are dropped (0: never)"
+    )
+    flusher_maintenance_interval_s: float = _setting(
+        "FLUSHER_MAINTENANCE_INTERVAL_S", 3600.0, _float(1, 86400 * 7), "how often partitions are created/dropped"
+    )
+    flusher_soft_bounce_limit: int = _setting(
+        "FLUSHER_SOFT_BOUNCE_LIMIT", 3, _int(1, 1000), "soft bounces within the window that make a hard bounce"
+    )
+    flusher_soft_bounce_window_s: int = _setting(
+        "FLUSHER_SOFT_BOUNCE_WINDOW_S", 7 * 86400, _int(1, 10**8), "window of FLUSHER_SOFT_BOUNCE_LIMIT, seconds"
+    )
+    flusher_dead_letter_max_len: int = _setting(
+        "FLUSHER_DEAD_LETTER_MAX_LEN", 100_000, _int(1, 10**9), "dead-letter stream length bound (approximate)"
+    )
+    flusher_synchronous_commit: bool = _setting(
+        "FLUSHER_SYNCHRONOUS_COMMIT",
+        True,
+        _bool,
+        "false trades durability for speed: a Postgres crash may lose acknowledged events",
+    )
+    flusher_migrate: bool = _setting(
+        "FLUSHER_MIGRATE", True, _bool, "apply schema migrations at start (safe with several flushers)"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

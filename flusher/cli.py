@@ -1,0 +1,191 @@
+"""`flusher`: move events from the Redis streams into Postgres; runs as a sidecar."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from tracker.settings import Settings, SettingsError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# Settings the flusher reads besides its own FLUSHER_* ones.
+_SHARED = {"redis_url", "database_url", "stream_prefix", "stream_shards", "redis_timeout_s"}
+
+_DESCRIPTION = """\
+Read events from the Redis stream shards as a consumer of the group, store them
+in Postgres (one transaction per batch: COPY, insert with dedupe on the event id,
+profile effects and counters), then acknowledge them and trim the streams up to
+the oldest entry any group still needs.
+
+On start it applies missing schema migrations (FLUSHER_MIGRATE, --no-migrate),
+creates the consumer groups, re-reads its own pending entries, then takes new
+ones; entries idle longer than FLUSHER_CLAIM_IDLE_MS in other consumers are
+taken over. SIGTERM or SIGINT: the batch in hand is finished and acknowledged,
+then it exits 0. Redis or Postgres failures are retried with backoff.
+
+Give each replica a stable --consumer name (e.g. the pod name) so that, after a
+restart, it picks up its own pending entries at once instead of waiting for the
+claim time. Liveness probe: `flusher --check` (same environment).
+
+exit codes: 0 ok, 1 failed (or --check: no live heartbeat), 2 bad usage or settings"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flusher",
+        description=_DESCRIPTION,
+        epilog="environment (flags win over it):\n" + environment_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--burst", action="store_true", help="drain what is in the streams now, then exit")
+    mode.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 if this consumer's heartbeat key is live, else 1 (without --consumer or FLUSHER_CONSUMER: "
+        "any flusher on this host)",
+    )
+    mode.add_argument("--migrate", action="store_true", help="apply schema migrations, then exit")
+    parser.add_argument("--no-migrate", action="store_true", help="do not apply migrations at start")
+    parser.add_argument("--consumer", help="consumer name (FLUSHER_CONSUMER) [default: hostname-pid]")
+    parser.add_argument("--redis-url", help="REDIS_URL")
+    parser.add_argument("--database-url", help="DATABASE_URL")
+    parser.add_argument("--batch-max-events", type=int, help="FLUSHER_BATCH_MAX_EVENTS")
+    parser.add_argument("--batch-max-age-ms", type=float, help="FLUSHER_BATCH_MAX_AGE_MS")
+    parser.add_argument("--claim-idle-ms", type=int, help="FLUSHER_CLAIM_IDLE_MS")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="[default: %(default)s]"
+    )
+    return parser
+
+
+def environment_help() -> str:
+    lines = []
+    for f in dataclasses.fields(Settings):
+        if f.name in _SHARED or f.name.startswith("flusher_"):
+            lines.append(f"  {f.metadata['env']:<32} {f.metadata['doc']} [default: {f.default!r}]")
+    return "\n".join(lines)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    flags = {
+        "flusher_consumer": args.consumer,
+        "redis_url": args.redis_url,
+        "database_url": args.database_url,
+        "flusher_batch_max_events": args.batch_max_events,
+        "flusher_batch_max_age_ms": args.batch_max_age_ms,
+        "flusher_claim_idle_ms": args.claim_idle_ms,
+    }
+    overrides = {name: value for name, value in flags.items() if value is not None}
+    if args.no_migrate:
+        overrides["flusher_migrate"] = False
+    # Flags go through the same parsers as the environment, so a bad value is named the same way.
+    as_env = {_env(name): str(value) for name, value in overrides.items()}
+    parsed = Settings.from_env(as_env)
+    typed = {name: getattr(parsed, name) for name in overrides}
+    return Settings.from_env(**typed)
+
+
+def _env(name: str) -> str:
+    return next(f.metadata["env"] for f in dataclasses.fields(Settings) if f.name == name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = settings_from(args)
+        if args.check:
+            settings.require("redis_url")
+            return asyncio.run(check(settings))
+        settings.require("redis_url", "database_url")
+    except SettingsError as exc:
+        print(f"flusher: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.migrate:
+        return asyncio.run(migrate(settings))
+    return _run(serve(settings, burst=args.burst))
+
+
+async def migrate(settings: Settings) -> int:
+    from tracker.migrate import migrate as apply
+
+    applied = await apply(settings.database_url)
+    print("applied: " + (", ".join(applied) if applied else "nothing, the schema is current"))
+    return EXIT_OK
+
+
+async def serve(settings: Settings, burst: bool) -> int:
+    from flusher._retry import POSTGRES_TRANSIENT, Backoff
+    from flusher.worker import Flusher
+    from tracker.migrate import migrate as apply
+
+    log = logging.getLogger("flusher")
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    if settings.flusher_migrate:
+        backoff = Backoff(settings.flusher_retry_min_s, settings.flusher_retry_max_s)
+        while not stopping.is_set():
+            try:
+                await apply(settings.database_url)
+                break
+            except POSTGRES_TRANSIENT as exc:
+                failure = exc
+            delay = backoff.next_delay()
+            log.warning("Postgres: migrations failed: %r; try %d in %.2fs", failure, backoff.attempt + 1, delay)
+            await _sleep_unless(stopping, delay)
+        if stopping.is_set():
+            return EXIT_OK
+    flusher = Flusher(settings, burst=burst)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, flusher.close)
+    await flusher.run()
+    return EXIT_OK
+
+
+async def check(settings: Settings) -> int:
+    from redis.asyncio import Redis
+
+    from tracker.keys import flusher_heartbeat_key
+
+    client = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        if settings.flusher_consumer:
+            alive = await client.exists(flusher_heartbeat_key(settings.stream_prefix, settings.flusher_consumer))
+        else:
+            pattern = flusher_heartbeat_key(settings.stream_prefix, f"{socket.gethostname()}-*")
+            alive = any([key async for key in client.scan_iter(match=pattern, count=1000)])
+    except Exception as exc:
+        print(f"flusher: no heartbeat: Redis unreachable ({exc!r})", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        await client.aclose()
+    return EXIT_OK if alive else EXIT_FAILED
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+    except ImportError:  # not on every platform; asyncio's own loop does the same, a little slower
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,243 @@
+"""The SQL of one batch: insert with dedupe, then counters and profile effects, set-based.
+
+Everything reads two session temp tables: `flush_staging` (the batch, filled by
+binary COPY) and `flush_new` (the events that were not in Postgres yet, filled
+by the insert). Effects are computed from `flush_new` only, so an event applies
+once whatever is retried. Rows are visited in key order so that two flushers
+lock shared rows (counters, profiles) in the same order.
+
+Time rules, so that late or reclaimed events never undo newer facts:
+- a profile field set by a click changes only if the click is newer than the
+  click that set it last (`profile_field_times`);
+- a subscription changes only if the event is not older than its last change;
+- email status only escalates (active < hard_bounced < complained);
+- phone status takes the newest SMS outcome; complained is final.
+
+Profiles that do not exist (and the anonymous profile 0) get no effects and
+count in totals, not in uniques; their events are stored all the same.
+"""
+
+from __future__ import annotations
+
+from tracker.settings import Settings
+
+SETUP = """
+create temp table if not exists flush_staging (
+    id uuid, ts_us bigint, kind text, channel text, message_id bigint, profile_id bigint,
+    link_version integer, link_index integer, ua_class text, ip_prefix text, data jsonb
+) on commit delete rows;
+create temp table if not exists flush_new (
+    id uuid, ts timestamptz, kind text, channel text, message_id bigint, profile_id bigint,
+    link_version integer, link_index integer, data jsonb
+) on commit delete rows;
+create temp table if not exists flush_attrs (
+    profile_id bigint, ts timestamptz, name text, value text
+) on commit delete rows;
+"""
+
+STAGING_COLUMNS = (
+    "id", "ts_us", "kind", "channel", "message_id", "profile_id",
+    "link_version", "link_index", "ua_class", "ip_prefix", "data",
+)  # fmt: skip
+
+INSERT_NEW = """
+with inserted as (
+    insert into events (id, ts, kind, channel, message_id, profile_id, link_version, link_index,
+                        ua_class, ip_prefix, data)
+    select id, timestamptz '1970-01-01 00:00:00+00' + ts_us * interval '1 microsecond', kind, channel,
+           message_id, profile_id, link_version, link_index, ua_class, ip_prefix, data
+    from flush_staging
+    on conflict (id, ts) do nothing
+    returning id, ts, kind, channel, message_id, profile_id, link_version, link_index, data
+)
+insert into flush_new select * from inserted
+"""
+
+_COUNTERS = """
+with per_profile as (
+    insert into message_profile_stats as s (message_id, profile_id, kind, first_at, last_at, total)
+    select n.message_id, n.profile_id, n.kind, min(n.ts), max(n.ts), count(*)
+    from flush_new n
+    where n.profile_id <> 0 and exists (select from profiles p where p.id = n.profile_id)
+    group by n.message_id, n.profile_id, n.kind
+    order by n.message_id, n.profile_id, n.kind
+    on conflict (message_id, profile_id, kind) do update set
+        first_at = least(s.first_at, excluded.first_at),
+        last_at = greatest(s.last_at, excluded.last_at),
+        total = s.total + excluded.total
+    returning message_id, kind, (xmax = 0) as first_time
+), uniques as (
+    select message_id, kind, count(*) filter (where first_time) as uniques from per_profile group by 1, 2
+), totals as (
+    select message_id, kind, count(*) as total, min(ts) as first_at, max(ts) as last_at
+    from flush_new group by 1, 2
+)
+insert into message_counters as c (message_id, kind, total, uniques, first_at, last_at)
+select t.message_id, t.kind, t.total, coalesce(u.uniques, 0), t.first_at, t.last_at
+from totals t left join uniques u using (message_id, kind)
+order by t.message_id, t.kind
+on conflict (message_id, kind) do update set
+    total = c.total + excluded.total,
+    uniques = c.uniques + excluded.uniques,
+    first_at = least(c.first_at, excluded.first_at),
+    last_at = greatest(c.last_at, excluded.last_at);
+"""
+
+# Attributes of clicked links that act on the profile, with the click's profile and time.
+_LINK_ATTRIBUTES = """
+insert into flush_attrs (profile_id, ts, name, value)
+select n.profile_id, n.ts, a.key, a.value
+from flush_new n
+join links l on l.message_id = n.message_id and l.version = n.link_version and l.idx = n.link_index
+cross join lateral jsonb_each_text(l.attributes) a
+where n.kind in ('clicked', 'push_clicked') and n.profile_id <> 0 and n.link_index >= 0
+  and l.attributes <> '{}'::jsonb
+  and (a.key like 'update-%' or a.key = 'subscribe-to');
+"""
+
+# Profiles this batch changes, locked in id order before any of them is written.
+_LOCK_PROFILES = """
+select from profiles where id in (
+    select profile_id from flush_attrs
+    union
+    select profile_id from flush_new
+    where profile_id <> 0 and kind in ('unsubscribed', 'confirmed', 'hard_bounce', 'soft_bounce', 'complained',
+                                       'undelivered', 'delivered')
+) order by id for update;
+"""
+
+_PROFILE_FIELDS = """
+with latest as (
+    select distinct on (a.profile_id, f.name) a.profile_id, f.name, a.ts,
+           flusher_field_value(f.type, f.enum_values, a.value) as value
+    from flush_attrs a
+    join profile_fields f on f.name = substr(a.name, 8)
+    join profiles p on p.id = a.profile_id
+    where a.name like 'update-%'
+    order by a.profile_id, f.name, a.ts desc, a.value
+), fresh as (
+    insert into profile_field_times as t (profile_id, field, set_at)
+    select profile_id, name, ts from latest where value is not null
+    order by profile_id, name
+    on conflict (profile_id, field) do update set set_at = excluded.set_at where t.set_at < excluded.set_at
+    returning profile_id, field
+)
+update profiles p set fields = p.fields || v.fields, updated_at = now()
+from (
+    select l.profile_id, jsonb_object_agg(l.name, l.value) as fields
+    from latest l join fresh f on f.profile_id = l.profile_id and f.field = l.name
+    group by l.profile_id
+) v
+where p.id = v.profile_id;
+"""
+
+_SUBSCRIPTIONS = """
+with changes as (
+    select a.profile_id, trim(a.value)::bigint as resource_id, a.ts, 'subscribe' as action
+    from flush_attrs a where a.name = 'subscribe-to' and a.value ~ '^\\s*\\d{1,18}\\s*$'
+    union all
+    select n.profile_id, m.resource_id, n.ts, n.kind
+    from flush_new n join messages m on m.id = n.message_id
+    where n.kind in ('unsubscribed', 'confirmed') and n.profile_id <> 0 and m.resource_id is not null
+), latest as (
+    select distinct on (c.profile_id, c.resource_id) c.profile_id, c.resource_id, c.ts, c.action
+    from changes c
+    join profiles p on p.id = c.profile_id
+    join resources r on r.id = c.resource_id
+    order by c.profile_id, c.resource_id, c.ts desc, (c.action = 'unsubscribed') desc, c.action
+)
+insert into subscriptions as s (profile_id, resource_id, status, subscribed_at, confirmed_at, unsubscribed_at)
+select profile_id, resource_id,
+       case when action = 'unsubscribed' then 'unsubscribed' else 'subscribed' end,
+       case when action <> 'unsubscribed' then ts end,
+       case when action = 'confirmed' then ts end,
+       case when action = 'unsubscribed' then ts end
+from latest
+order by profile_id, resource_id
+on conflict (profile_id, resource_id) do update set
+    status = excluded.status,
+    subscribed_at = case when excluded.status = 'subscribed' and s.status <> 'subscribed'
+                         then excluded.subscribed_at else coalesce(s.subscribed_at, excluded.subscribed_at) end,
+    confirmed_at = coalesce(excluded.confirmed_at, s.confirmed_at),
+    unsubscribed_at = coalesce(excluded.unsubscribed_at, s.unsubscribed_at),
+    updated_at = now()
+where coalesce(greatest(s.subscribed_at, s.confirmed_at, s.unsubscribed_at), '-infinity')
+      <= coalesce(excluded.unsubscribed_at, excluded.confirmed_at, excluded.subscribed_at);
+"""
+
+_SOFT_BOUNCES = """
+insert into email_soft_bounces (profile_id, ts, event_id)
+select n.profile_id, n.ts, n.id from flush_new n
+where n.kind = 'soft_bounce' and n.channel = 'email' and n.profile_id <> 0
+  and exists (select from profiles p where p.id = n.profile_id)
+order by 1, 2, 3
+on conflict do nothing;
+"""
+
+# Email status only escalates: active < hard_bounced < complained. The time kept is
+# the earliest event that justifies the status, so the order of arrival does not matter.
+_EMAIL_STATUS = """
+with escalated as (
+    select profile_id, min(ts) as at from (
+        select b.profile_id, b.ts, count(*) over (
+            partition by b.profile_id order by b.ts
+            range between interval '{window} seconds' preceding and current row) as bounces
+        from email_soft_bounces b
+        where b.profile_id in (select profile_id from flush_new where kind = 'soft_bounce' and channel = 'email')
+    ) w
+    where bounces >= {limit}
+    group by profile_id
+), outcome as (
+    select profile_id, 'complained' as status, min(ts) as at from flush_new
+    where kind = 'complained' and channel = 'email' and profile_id <> 0 group by 1
+    union all
+    select profile_id, 'hard_bounced', min(ts) from flush_new
+    where kind = 'hard_bounce' and channel = 'email' and profile_id <> 0 group by 1
+    union all
+    select profile_id, 'hard_bounced', at from escalated
+), best as (
+    select distinct on (profile_id) profile_id, status, at from outcome
+    order by profile_id, (status = 'complained') desc, at
+)
+update profiles p set
+    email_status = b.status,
+    email_status_at = case when p.email_status = b.status then least(p.email_status_at, b.at) else b.at end,
+    updated_at = now()
+from best b
+where p.id = b.profile_id
+  and (p.email_status = 'active'
+       or (p.email_status = 'hard_bounced' and b.status = 'complained')
+       or (p.email_status = b.status and b.at < p.email_status_at));
+"""
+
+# `delivered` only writes when it clears an older undelivered: most SMS are delivered,
+# and rewriting the profile for each would cost more than everything else here.
+_PHONE_STATUS = """
+with outcome as (
+    select distinct on (profile_id) profile_id, kind, ts, data->>'code' as code from flush_new
+    where channel = 'sms' and kind in ('undelivered', 'delivered', 'complained') and profile_id <> 0
+    order by profile_id, (kind = 'complained') desc, ts desc, kind desc
+)
+update profiles p set
+    phone_status = case o.kind when 'complained' then 'complained'
+                               when 'undelivered' then 'undelivered' else 'active' end,
+    phone_status_code = case o.kind when 'undelivered' then o.code
+                                    when 'delivered' then null else p.phone_status_code end,
+    phone_status_at = o.ts,
+    updated_at = now()
+from outcome o
+where p.id = o.profile_id and p.phone_status <> 'complained'
+  and (o.kind = 'complained' or p.phone_status_at is null or o.ts > p.phone_status_at)
+  and (o.kind <> 'delivered' or p.phone_status = 'undelivered');
+"""
+
+
+def effects_script(settings: Settings) -> str:
+    """Every statement after the insert, as one simple-protocol script (one round trip)."""
+    email = _EMAIL_STATUS.format(
+        window=int(settings.flusher_soft_bounce_window_s), limit=int(settings.flusher_soft_bounce_limit)
+    )
+    return "\n".join(
+        [_LINK_ATTRIBUTES, _LOCK_PROFILES, _COUNTERS, _PROFILE_FIELDS, _SUBSCRIPTIONS, _SOFT_BOUNCES, email,
+         _PHONE_STATUS]
+    )  # fmt: skip

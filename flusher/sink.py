@@ -1,0 +1,177 @@
+"""The Postgres sink: one transaction per batch (COPY, insert with dedupe, effects).
+
+`store(batch)` either commits the whole batch or raises a transient error with
+nothing committed, so the caller may acknowledge exactly when it returns. An
+event Postgres turns down for its content is found by splitting the batch and
+handed back as a fault; the rest is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import msgspec
+
+from flusher import effects, partitions
+from flusher._retry import POSTGRES_TRANSIENT
+from flusher.batch import Batch
+from tracker.events import Event
+from tracker.settings import Settings
+
+log = logging.getLogger("flusher.sink")
+_json = msgspec.json.Encoder()
+_KNOWN_MESSAGES_MAX = 200_000
+
+
+@dataclass(slots=True)
+class Stored:
+    new: int = 0
+    duplicates: int = 0  # already in Postgres (a retry or a replay)
+
+
+class PostgresSink:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.conn: asyncpg.Connection | None = None
+        self._effects = effects.effects_script(settings)
+        # Messages are never re-numbered, so a message seen once is known for good.
+        self._known_messages: set[int] = set()
+        self._days: set[dt.date] = set()
+
+    async def connect(self) -> asyncpg.Connection:
+        if self.conn is not None and not self.conn.is_closed():
+            return self.conn
+        self.conn = None
+        server_settings = {"application_name": "flusher"}
+        if not self.settings.flusher_synchronous_commit:
+            server_settings["synchronous_commit"] = "off"
+        conn = await asyncpg.connect(self.settings.database_url, server_settings=server_settings, timeout=10)
+        try:
+            # Event ids travel as their 16 raw bytes: no uuid.UUID object per row.
+            await conn.set_type_codec(
+                "uuid", schema="pg_catalog", encoder=bytes, decoder=bytes, format="binary"
+            )
+            await conn.execute(effects.SETUP)
+            self._days = await partitions.existing_days(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        self.conn = conn
+        return conn
+
+    async def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await conn.close(timeout=2)
+            except Exception:
+                conn.terminate()
+
+    def drop_connection(self) -> None:
+        """After a failure the connection's state is unknown: start the next try afresh."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.terminate()
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    async def maintain(self, today: dt.date | None = None) -> None:
+        """Create partitions ahead, drop those past retention, forget old soft bounces."""
+        conn = await self.connect()
+        today = today or dt.datetime.now(dt.UTC).date()
+        ahead = self.settings.flusher_partitions_ahead_days
+        await partitions.create_days(conn, [today + dt.timedelta(days=n) for n in range(-1, ahead + 1)])
+        retention = self.settings.flusher_retention_days
+        if retention:
+            await partitions.drop_before(conn, today - dt.timedelta(days=retention))
+        # A soft bounce older than the window (and a day of slack for late events) can no longer count.
+        await conn.execute(
+            "delete from email_soft_bounces where ts < now() - $1 * interval '1 second' - interval '1 day'",
+            float(self.settings.flusher_soft_bounce_window_s),
+        )
+        self._days = await partitions.existing_days(conn)
+
+    # -- storing -------------------------------------------------------------------------
+
+    async def store(self, batch: Batch) -> Stored:
+        conn = await self.connect()
+        await self._check_messages(conn, batch)
+        self._check_times(batch)
+        events = [event for event, _source in batch.events.values()]
+        if not events:
+            return Stored(duplicates=batch.duplicates)
+        await self._ensure_days(conn, events)
+        stored = await self._store_splitting(conn, batch, events)
+        stored.duplicates += batch.duplicates
+        return stored
+
+    async def _store_splitting(self, conn: asyncpg.Connection, batch: Batch, events: list[Event]) -> Stored:
+        try:
+            new = await self._store_events(conn, events)
+            return Stored(new=new, duplicates=len(events) - new)
+        except POSTGRES_TRANSIENT:
+            raise
+        except asyncpg.PostgresError as exc:
+            if len(events) == 1:
+                batch.reject(events[0].id, f"postgres refused it: {exc.__class__.__name__}: {exc}")
+                return Stored()
+            log.warning("postgres refused a batch of %d (%s); splitting it to find the bad events", len(events), exc)
+        half = len(events) // 2
+        first = await self._store_splitting(conn, batch, events[:half])
+        second = await self._store_splitting(conn, batch, events[half:])
+        return Stored(first.new + second.new, first.duplicates + second.duplicates)
+
+    async def _store_events(self, conn: asyncpg.Connection, events: list[Event]) -> int:
+        records = [
+            (e.id, e.ts_us, e.kind, e.channel, e.message_id, e.profile_id, e.link_version, e.link_index,
+             e.ua_class, e.ip_prefix, None if e.data is None else _json.encode(e.data).decode())
+            for e in events
+        ]  # fmt: skip
+        async with conn.transaction():
+            await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
+            status = await conn.execute(effects.INSERT_NEW)
+            new = int(status.rsplit(" ", 1)[-1])
+            if new:
+                await conn.execute(self._effects)
+        return new
+
+    async def _check_messages(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        unknown = {event.message_id for event, _ in batch.events.values()} - self._known_messages
+        if not unknown:
+            return
+        rows = await conn.fetch("select id from messages where id = any($1::bigint[])", list(unknown))
+        if len(self._known_messages) > _KNOWN_MESSAGES_MAX:
+            self._known_messages.clear()
+        found = {row["id"] for row in rows}
+        self._known_messages |= found
+        missing = unknown - found
+        if missing:
+            for event_id in [eid for eid, (event, _) in batch.events.items() if event.message_id in missing]:
+                batch.reject(event_id, f"message {batch.events[event_id][0].message_id} does not exist")
+
+    def _check_times(self, batch: Batch) -> None:
+        now_us = time.time_ns() // 1000
+        retention = self.settings.flusher_retention_days
+        lowest = now_us - retention * partitions.US_PER_DAY if retention else 0
+        # Today's partition and `ahead` more exist; further than that is a wrong clock.
+        highest = now_us + self.settings.flusher_partitions_ahead_days * partitions.US_PER_DAY
+        bad = [eid for eid, (event, _) in batch.events.items() if not lowest <= event.ts_us <= highest]
+        for event_id in bad:
+            event = batch.events[event_id][0]
+            when = dt.datetime.fromtimestamp(event.ts_us / 1e6, dt.UTC) if event.ts_us > 0 else event.ts_us
+            batch.reject(event_id, f"time {when} is outside the stored range (retention or future)")
+
+    async def _ensure_days(self, conn: asyncpg.Connection, events: list[Event]) -> None:
+        lo = min(event.ts_us for event in events)
+        hi = max(event.ts_us for event in events)
+        first, last = partitions.day_of(lo), partitions.day_of(hi)
+        days = {first + dt.timedelta(days=n) for n in range((last - first).days + 1)}
+        if days - self._days:
+            # Only the days that have events; a wide spread does not create every day in between.
+            needed = {partitions.day_of(event.ts_us) for event in events} - self._days
+            await partitions.create_days(conn, needed)
+            self._days |= needed

@@ -1,0 +1,223 @@
+"""The flusher worker: read batches from the streams, store them, then acknowledge.
+
+Two loops joined by a one-slot queue, so that reading and decoding the next
+batch overlaps the Postgres transaction of the current one:
+
+    read loop:  own pending entries first, then new ones, and every so often
+                entries idle too long in other consumers -> Batch -> queue
+    write loop: queue -> Postgres (commit) -> dead-letter + XACK -> trim
+
+Nothing is acknowledged before its batch is committed. A failure of Redis or
+Postgres is retried with backoff for as long as it lasts; `close()` (SIGTERM)
+stops reading, lets the batch in hand finish within the shutdown grace, and
+`run()` returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.exceptions import ResponseError
+
+from flusher._retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Backoff
+from flusher.batch import Batch
+from flusher.sink import PostgresSink
+from flusher.streams import EventStreams, open_redis
+from tracker.settings import Settings
+
+log = logging.getLogger("flusher")
+T = TypeVar("T")
+_POLL_MS = 500  # longest blocking read, so that close() is noticed promptly
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Stopping(Exception):
+    """The shutdown grace ran out while an operation was still failing."""
+
+
+class Flusher:
+    def __init__(self, settings: Settings, *, burst: bool = False) -> None:
+        settings.require("redis_url", "database_url")
+        self.settings = settings
+        self.burst = burst
+        self.consumer = settings.flusher_consumer or default_consumer_name()
+        self.redis = open_redis(settings)
+        self.streams = EventStreams(self.redis, settings, self.consumer)
+        self.sink = PostgresSink(settings)
+        self._closing = asyncio.Event()
+        self._closing_at = 0.0
+        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+        self.stats = {"batches": 0, "entries": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "trimmed": 0}
+
+    def close(self) -> None:
+        """Ask the worker to stop (safe from a signal handler); `run()` returns when it has."""
+        if not self._closing.is_set():
+            log.info("stopping: finishing the batch in hand")
+            self._closing_at = time.monotonic()
+            self._closing.set()
+
+    async def run(self) -> None:
+        log.info("flusher %s starting on %d streams%s", self.consumer, len(self.streams.streams),
+                 " (burst)" if self.burst else "")  # fmt: skip
+        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        try:
+            await self._retry("Redis: create consumer groups", self.streams.ensure_groups, REDIS_TRANSIENT)
+            await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT)
+            reader = asyncio.create_task(self._read_loop())
+            try:
+                await self._write_loop(reader)
+            finally:
+                if not reader.done():
+                    reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        except Stopping:
+            pass
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            with contextlib.suppress(*REDIS_TRANSIENT):
+                await self.streams.forget_heartbeat()
+            await self.sink.close()
+            await self.redis.aclose()
+            log.info("flusher %s stopped: %s", self.consumer, self.stats)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        settings = self.settings
+        max_events, max_bytes = settings.flusher_batch_max_events, settings.flusher_batch_max_bytes
+        max_age_ms = settings.flusher_batch_max_age_ms
+        claim_every = settings.flusher_claim_interval_s
+        next_claim = 0.0 if self.burst else time.monotonic() + min(claim_every, settings.flusher_claim_idle_ms / 1000)
+        batch = Batch()
+        try:
+            while not self._closing.is_set():
+                room = max_events - len(batch)
+                quiet = False  # a read came back empty: nothing more to wait for in this batch
+                if time.monotonic() >= next_claim and self.streams.own_pending_done:
+                    next_claim = time.monotonic() + claim_every
+                    found = await self._retry("Redis: reclaim idle entries", lambda r=room: self.streams.reclaim(r))
+                    claimed = sum(len(entries) for _, entries in found)
+                    if claimed:
+                        idle_ms = settings.flusher_claim_idle_ms
+                        log.info("took over %d entries idle for more than %d ms", claimed, idle_ms)
+                else:
+                    reading_new = self.streams.own_pending_done
+                    block = None if self.burst else (
+                        max(1, int(max_age_ms - batch.age * 1000)) if len(batch) else _POLL_MS)
+                    found = await self._retry("Redis: read", lambda r=room, b=block: self.streams.read(r, b))
+                    quiet = reading_new and not found
+                for stream, entries in found:
+                    batch.add(stream, entries)
+                full = len(batch) >= max_events or batch.nbytes >= max_bytes
+                if len(batch) and (full or quiet or batch.age * 1000 >= max_age_ms):
+                    await self._queue.put(batch)
+                    batch = Batch()
+                elif quiet and self.burst:
+                    break
+        except Stopping:
+            pass
+        if len(batch):
+            await self._queue.put(batch)  # entries already delivered to us: finish them too
+        await self._queue.put(None)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def _write_loop(self, reader: asyncio.Task) -> None:
+        next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
+        while (batch := await self._next_batch(reader)) is not None:
+            await self.flush_batch(batch)
+            if time.monotonic() >= next_maintenance and not self._closing.is_set():
+                next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
+                await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT)
+
+    async def _next_batch(self, reader: asyncio.Task) -> Batch | None:
+        if self._queue.empty() and not reader.done():
+            waiter = asyncio.ensure_future(self._queue.get())
+            await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if waiter.done():
+                return waiter.result()
+            waiter.cancel()
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        reader.result()  # the read loop ended without saying so: raise what it raised
+        return None
+
+    async def flush_batch(self, batch: Batch) -> None:
+        """Commit the batch to Postgres, then dead-letter its faults and acknowledge it all."""
+        stored = await self._retry(f"Postgres: store a batch of {len(batch)}", lambda: self.sink.store(batch),
+                                   POSTGRES_TRANSIENT, on_failure=self.sink.drop_connection)  # fmt: skip
+        await self._retry("Redis: acknowledge", lambda: self.streams.acknowledge(batch.acks, batch.faults))
+        for fault in batch.faults:
+            log.warning("dead-lettered %s %s: %s", fault.stream, _text(fault.entry_id), fault.reason)
+        stats = self.stats
+        stats["batches"] += 1
+        stats["entries"] += len(batch)
+        stats["stored"] += stored.new
+        stats["duplicates"] += stored.duplicates
+        stats["dead_lettered"] += len(batch.faults)
+        try:
+            stats["trimmed"] += await self.streams.trim(list(batch.acks))
+        except (*REDIS_TRANSIENT, ResponseError) as exc:
+            # Trimming is caught up by the next batch; not worth holding the loop for.
+            log.warning("trimming failed (%r); the next batch trims again", exc)
+
+    # -- support -------------------------------------------------------------------------
+
+    async def _retry(
+        self,
+        what: str,
+        operation: Callable[[], Awaitable[T]],
+        transient: tuple[type[BaseException], ...] = REDIS_TRANSIENT,
+        on_failure: Callable[[], None] | None = None,
+    ) -> T:
+        backoff = Backoff(self.settings.flusher_retry_min_s, self.settings.flusher_retry_max_s)
+        while True:
+            try:
+                return await operation()
+            except transient as exc:
+                failure = exc
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # Redis lost the groups (restarted without persistence): make them again.
+                failure = exc
+                with contextlib.suppress(*REDIS_TRANSIENT, ResponseError):
+                    await self.streams.ensure_groups()
+            if on_failure is not None:
+                on_failure()
+            delay = backoff.next_delay()
+            if self._closing.is_set():
+                left = self.settings.flusher_shutdown_grace_s - (time.monotonic() - self._closing_at)
+                if left <= 0:
+                    log.error("%s failed (%r) and the shutdown grace is over: leaving it pending", what, failure)
+                    raise Stopping(what)
+                delay = min(delay, left)
+            log.warning("%s failed: %r; try %d in %.2fs", what, failure, backoff.attempt + 1, delay)
+            await asyncio.sleep(delay)
+
+    async def _heartbeat_loop(self) -> None:
+        every = self.settings.flusher_heartbeat_ttl_s / 3
+        while True:
+            facts = {"consumer": self.consumer, "pid": os.getpid(), "at": time.time(), **self.stats}
+            try:
+                await self.streams.heartbeat(facts)
+            except REDIS_TRANSIENT as exc:
+                log.debug("heartbeat failed: %r", exc)
+            await asyncio.sleep(every)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
