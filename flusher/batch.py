@@ -1,8 +1,11 @@
-"""A batch of stream entries: decoded as they arrive, bad ones set aside with a reason.
+"""A batch of stream entries: decoded as they arrive, bad events set aside with a reason.
 
+Each stream entry holds a msgpack array of events (`tracker.events.encode_batch`).
 Entries are decoded when added, so decoding overlaps the Postgres write of the
-previous batch. Every entry id is kept for the acknowledgement, whatever became
-of the entry; an event id seen twice in one batch is stored once.
+previous batch. An entry that does not decode whole is split into its events,
+so only the bad ones go to the dead letters. Every entry id is kept for the
+acknowledgement, whatever became of its events; an event id seen twice in one
+batch is stored once.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from tracker.events import CHANNELS, KINDS, Event, decode_event
+from tracker.events import CHANNELS, KINDS, Event, decode_batch, decode_event, encode_event, split_batch
 from tracker.keys import ENTRY_FIELD
 
 
@@ -27,56 +30,75 @@ class Fault:
 
 
 @dataclass(slots=True)
-class Source:
-    """Where an event came from, to dead-letter it if Postgres turns it down."""
-
-    stream: str
-    entry_id: bytes
-    payload: bytes
-
-
-@dataclass(slots=True)
 class Batch:
     started: float = field(default_factory=time.monotonic)
-    size: int = 0  # entries, all outcomes
+    size: int = 0  # events, whatever their outcome
+    entries: int = 0
     nbytes: int = 0
     acks: dict[str, list[bytes]] = field(default_factory=dict)
-    events: dict[bytes, tuple[Event, Source]] = field(default_factory=dict)
+    # event id -> (event, stream, entry id): where it came from, to dead-letter it if Postgres turns it down
+    events: dict[bytes, tuple[Event, str, bytes]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     duplicates: int = 0  # same event id twice in this batch
 
     def add(self, stream: str, entries: list) -> None:
         """Add raw XREADGROUP/XAUTOCLAIM entries of one stream: `[[id, [field, value, ...]], ...]`."""
         acks = self.acks.setdefault(stream, [])
-        events = self.events
         for entry_id, fields in entries:
             acks.append(entry_id)
-            self.size += 1
+            self.entries += 1
             if fields is None:
                 # Pending, but deleted from the stream meanwhile: nothing to store, only to acknowledge.
                 continue
             payload = _payload(fields)
             if payload is None:
-                self.faults.append(Fault(stream, entry_id, _flatten(fields), "no 'e' field in the entry"))
+                self._fault(stream, entry_id, _flatten(fields), "no 'e' field in the entry")
                 continue
             self.nbytes += len(payload)
             try:
-                event = decode_event(payload)
-            except msgspec.DecodeError as exc:
-                self.faults.append(Fault(stream, entry_id, payload, f"undecodable: {exc}"))
+                decoded = decode_batch(payload)
+            except (msgspec.DecodeError, TypeError, ValueError):
+                self._add_one_by_one(stream, entry_id, payload)
                 continue
-            problem = _problem(event)
-            if problem:
-                self.faults.append(Fault(stream, entry_id, payload, problem))
-            elif event.id in events:
-                self.duplicates += 1
-            else:
-                events[event.id] = (event, Source(stream, entry_id, payload))
+            for event in decoded:
+                self._add_event(stream, entry_id, event)
+
+    def _add_event(self, stream: str, entry_id: bytes, event: Event, payload: bytes | None = None) -> None:
+        self.size += 1
+        problem = _problem(event)
+        if problem:
+            self.faults.append(Fault(stream, entry_id, payload or encode_event(event), problem))
+        elif event.id in self.events:
+            self.duplicates += 1
+        else:
+            self.events[event.id] = (event, stream, entry_id)
+
+    def _add_one_by_one(self, stream: str, entry_id: bytes, payload: bytes) -> None:
+        try:
+            parts = [bytes(raw) for raw in split_batch(payload)]
+        except (msgspec.DecodeError, TypeError, ValueError) as exc:
+            try:
+                # An entry of one bare event, as entries were first written.
+                self._add_event(stream, entry_id, decode_event(payload), payload)
+            except (msgspec.DecodeError, TypeError, ValueError):
+                self._fault(stream, entry_id, payload, f"undecodable entry: {exc}")
+            return
+        for part in parts:
+            try:
+                event = decode_event(part)
+            except (msgspec.DecodeError, TypeError, ValueError) as exc:
+                self._fault(stream, entry_id, part, f"undecodable event: {exc}")
+                continue
+            self._add_event(stream, entry_id, event, part)
+
+    def _fault(self, stream: str, entry_id: bytes, payload: bytes, reason: str) -> None:
+        self.size += 1
+        self.faults.append(Fault(stream, entry_id, payload, reason))
 
     def reject(self, event_id: bytes, reason: str) -> None:
         """Move a decoded event to the faults (found bad by the sink)."""
-        _event, source = self.events.pop(event_id)
-        self.faults.append(Fault(source.stream, source.entry_id, source.payload, reason))
+        event, stream, entry_id = self.events.pop(event_id)
+        self.faults.append(Fault(stream, entry_id, encode_event(event), reason))
 
     @property
     def age(self) -> float:

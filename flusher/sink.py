@@ -101,7 +101,7 @@ class PostgresSink:
         conn = await self.connect()
         await self._check_messages(conn, batch)
         self._check_times(batch)
-        events = [event for event, _source in batch.events.values()]
+        events = [event for event, _stream, _entry in batch.events.values()]
         if not events:
             return Stored(duplicates=batch.duplicates)
         await self._ensure_days(conn, events)
@@ -140,7 +140,7 @@ class PostgresSink:
         return new
 
     async def _check_messages(self, conn: asyncpg.Connection, batch: Batch) -> None:
-        unknown = {event.message_id for event, _ in batch.events.values()} - self._known_messages
+        unknown = {event[0].message_id for event in batch.events.values()} - self._known_messages
         if not unknown:
             return
         rows = await conn.fetch("select id from messages where id = any($1::bigint[])", list(unknown))
@@ -150,7 +150,7 @@ class PostgresSink:
         self._known_messages |= found
         missing = unknown - found
         if missing:
-            for event_id in [eid for eid, (event, _) in batch.events.items() if event.message_id in missing]:
+            for event_id in [eid for eid, found in batch.events.items() if found[0].message_id in missing]:
                 batch.reject(event_id, f"message {batch.events[event_id][0].message_id} does not exist")
 
     def _check_times(self, batch: Batch) -> None:
@@ -159,7 +159,7 @@ class PostgresSink:
         lowest = now_us - retention * partitions.US_PER_DAY if retention else 0
         # Today's partition and `ahead` more exist; further than that is a wrong clock.
         highest = now_us + self.settings.flusher_partitions_ahead_days * partitions.US_PER_DAY
-        bad = [eid for eid, (event, _) in batch.events.items() if not lowest <= event.ts_us <= highest]
+        bad = [eid for eid, found in batch.events.items() if not lowest <= found[0].ts_us <= highest]
         for event_id in bad:
             event = batch.events[event_id][0]
             when = dt.datetime.fromtimestamp(event.ts_us / 1e6, dt.UTC) if event.ts_us > 0 else event.ts_us

@@ -35,6 +35,7 @@ from tracker.settings import Settings
 log = logging.getLogger("flusher")
 T = TypeVar("T")
 _POLL_MS = 500  # longest blocking read, so that close() is noticed promptly
+_READ_MAX_ENTRIES = 1000
 
 
 def default_consumer_name() -> str:
@@ -57,7 +58,7 @@ class Flusher:
         self._closing = asyncio.Event()
         self._closing_at = 0.0
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
-        self.stats = {"batches": 0, "entries": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "trimmed": 0}
+        self.stats = {"batches": 0, "entries": 0, "events": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "trimmed": 0}
 
     def close(self) -> None:
         """Ask the worker to stop (safe from a signal handler); `run()` returns when it has."""
@@ -102,9 +103,11 @@ class Flusher:
         claim_every = settings.flusher_claim_interval_s
         next_claim = 0.0 if self.burst else time.monotonic() + min(claim_every, settings.flusher_claim_idle_ms / 1000)
         batch = Batch()
+        per_entry = 1
         try:
             while not self._closing.is_set():
-                room = max_events - len(batch)
+                # XREADGROUP counts entries; each holds a batch of the edge's events.
+                room = max(1, min(_READ_MAX_ENTRIES, (max_events - len(batch)) // per_entry))
                 quiet = False  # a read came back empty: nothing more to wait for in this batch
                 if time.monotonic() >= next_claim and self.streams.own_pending_done:
                     next_claim = time.monotonic() + claim_every
@@ -123,6 +126,7 @@ class Flusher:
                     batch.add(stream, entries)
                 full = len(batch) >= max_events or batch.nbytes >= max_bytes
                 if len(batch) and (full or quiet or batch.age * 1000 >= max_age_ms):
+                    per_entry = max(1, len(batch) // max(1, batch.entries))
                     await self._queue.put(batch)
                     batch = Batch()
                 elif quiet and self.burst:
@@ -164,7 +168,8 @@ class Flusher:
             log.warning("dead-lettered %s %s: %s", fault.stream, _text(fault.entry_id), fault.reason)
         stats = self.stats
         stats["batches"] += 1
-        stats["entries"] += len(batch)
+        stats["entries"] += batch.entries
+        stats["events"] += len(batch)
         stats["stored"] += stored.new
         stats["duplicates"] += stored.duplicates
         stats["dead_lettered"] += len(batch.faults)

@@ -13,7 +13,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from flusher.worker import Flusher
-from tracker.events import Event, EventIds, encode_event
+from tracker.events import Event, EventIds, encode_batch, encode_event
 from tracker.keys import ENTRY_FIELD, event_stream, shard_for
 from tracker.link_tables import Link, create_message
 from tracker.settings import Settings
@@ -35,18 +35,22 @@ def event(message_id: int, profile_id: int, kind: str = "opened", *, ts_us: int 
                  link_index, "desktop", "203.0.113.0/24", data)  # fmt: skip
 
 
-async def push(redis: Redis, settings: Settings, events: Iterable[Event], chunk: int = 5000) -> int:
-    """XADD each event to its shard, as the edge does."""
+async def push(redis: Redis, settings: Settings, events: Iterable[Event], per_entry: int = 100) -> int:
+    """XADD the events as the edge does: per shard, `per_entry` events to an entry."""
+    by_shard: dict[int, list[bytes]] = {}
+    for e in events:
+        by_shard.setdefault(shard_for(e.profile_id, settings.stream_shards), []).append(encode_event(e))
     pushed = 0
     pipe = redis.pipeline(transaction=False)
-    for e in events:
-        stream = event_stream(settings.stream_prefix, shard_for(e.profile_id, settings.stream_shards))
-        pipe.xadd(stream, {ENTRY_FIELD: encode_event(e)})
-        pushed += 1
-        if pushed % chunk == 0:
-            await pipe.execute()
+    for shard, payloads in by_shard.items():
+        stream = event_stream(settings.stream_prefix, shard)
+        for start in range(0, len(payloads), per_entry):
+            pipe.xadd(stream, {ENTRY_FIELD: encode_batch(payloads[start : start + per_entry])})
+            pushed += 1
+            if pushed % 200 == 0:
+                await pipe.execute()
     await pipe.execute()
-    return pushed
+    return sum(len(p) for p in by_shard.values())
 
 
 async def push_raw(redis: Redis, settings: Settings, fields: dict, shard: int = 0) -> bytes:
