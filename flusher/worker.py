@@ -36,6 +36,7 @@ log = logging.getLogger("flusher")
 T = TypeVar("T")
 _POLL_MS = 500  # longest blocking read, so that close() is noticed promptly
 _READ_MAX_ENTRIES = 1000
+_STATS = ("batches", "entries", "events", "stored", "duplicates", "dead_lettered", "trimmed")
 
 
 def default_consumer_name() -> str:
@@ -58,7 +59,7 @@ class Flusher:
         self._closing = asyncio.Event()
         self._closing_at = 0.0
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
-        self.stats = {"batches": 0, "entries": 0, "events": 0, "stored": 0, "duplicates": 0, "dead_lettered": 0, "trimmed": 0}
+        self.stats = dict.fromkeys(_STATS, 0)
 
     def close(self) -> None:
         """Ask the worker to stop (safe from a signal handler); `run()` returns when it has."""
@@ -103,11 +104,15 @@ class Flusher:
         claim_every = settings.flusher_claim_interval_s
         next_claim = 0.0 if self.burst else time.monotonic() + min(claim_every, settings.flusher_claim_idle_ms / 1000)
         batch = Batch()
-        per_entry = 1
+        per_entry = 64  # events per entry, a first guess until entries are seen
+        shards = len(self.streams.streams)
         try:
             while not self._closing.is_set():
                 # XREADGROUP counts entries; each holds a batch of the edge's events.
-                room = max(1, min(_READ_MAX_ENTRIES, (max_events - len(batch)) // per_entry))
+                # COUNT is per stream: a read may bring up to `shards` times this many.
+                if batch.entries:
+                    per_entry = max(1, len(batch) // batch.entries)
+                room = max(1, min(_READ_MAX_ENTRIES, (max_events - len(batch)) // (per_entry * shards)))
                 quiet = False  # a read came back empty: nothing more to wait for in this batch
                 if time.monotonic() >= next_claim and self.streams.own_pending_done:
                     next_claim = time.monotonic() + claim_every
@@ -126,7 +131,6 @@ class Flusher:
                     batch.add(stream, entries)
                 full = len(batch) >= max_events or batch.nbytes >= max_bytes
                 if len(batch) and (full or quiet or batch.age * 1000 >= max_age_ms):
-                    per_entry = max(1, len(batch) // max(1, batch.entries))
                     await self._queue.put(batch)
                     batch = Batch()
                 elif quiet and self.burst:

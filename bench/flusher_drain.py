@@ -1,0 +1,164 @@
+"""Flusher drain rate: N events pushed to the streams, timed until they are all in Postgres.
+
+    REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python -m bench.flusher_drain \\
+        --admin-url postgresql://postgres@127.0.0.1:5432/postgres --events 200000 --rounds 5
+
+Makes a throwaway database (dropped at the end), profiles and messages, then per
+round: pushes the events as the edge writes them (entries of --per-entry events
+per shard, 1% duplicate ids), runs one flusher in burst mode in this process
+and times it from start to exit (every event committed and acknowledged).
+Prints events/s per round and the median. --profile writes a cProfile of the
+last round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import os
+import random
+import secrets
+import statistics
+import sys
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from redis.asyncio import Redis
+
+from flusher.worker import Flusher
+from tracker.events import Event, EventIds, encode_batch, encode_event
+from tracker.keys import ENTRY_FIELD, event_stream, shard_for
+from tracker.link_tables import Link, create_message
+from tracker.migrate import migrate
+from tracker.settings import Settings
+
+# Roughly what a campaign sends back: deliveries and opens dominate, clicks follow.
+MIX = [
+    ("delivered", 38), ("opened", 30), ("clicked", 14), ("read", 8), ("sent", 5), ("soft_bounce", 1),
+    ("hard_bounce", 1), ("unsubscribed", 1), ("complained", 1), ("confirmed", 1),
+]  # fmt: skip
+
+
+def with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + name))
+
+
+async def seed(conn: asyncpg.Connection, profiles: int, messages: int) -> tuple[list[int], list[int]]:
+    await conn.execute("insert into profile_fields (name, type) values ('clicked_link', 'boolean')")
+    await conn.copy_records_to_table(
+        "profiles", records=[(f"b{n}@example.com",) for n in range(profiles)], columns=["email"]
+    )
+    profile_ids = [row[0] for row in await conn.fetch("select id from profiles order by id")]
+    resource = await conn.fetchval("insert into resources (name, channel) values ('news', 'email') returning id")
+    links = [Link(f"https://example.com/{n}") for n in range(5)] + [
+        Link("https://example.com/pref", {"update-clicked_link": "true", "subscribe-to": str(resource)})
+    ]
+    message_ids = [(await create_message(conn, "email", f"m{n}", links, resource))[0] for n in range(messages)]
+    return profile_ids, message_ids
+
+
+def make_events(count: int, profile_ids: list[int], message_ids: list[int], rng: random.Random) -> list[Event]:
+    ids = EventIds()
+    kinds = rng.choices([k for k, _ in MIX], weights=[w for _, w in MIX], k=count)
+    now_us = time.time_ns() // 1000
+    events = []
+    for n, kind in enumerate(kinds):
+        ts_us = now_us - (count - n) * 10
+        link = rng.randrange(6) if kind == "clicked" else -1
+        events.append(Event(ids.new(ts_us // 1000), kind, "email", rng.choice(message_ids), rng.choice(profile_ids),
+                            ts_us, 1, link, "desktop", "203.0.113.0/24", None))  # fmt: skip
+    # 1% retried writes: the same event again, later in the streams.
+    events.extend(rng.sample(events, count // 100))
+    return events
+
+
+async def push(redis: Redis, prefix: str, shards: int, events: list[Event], per_entry: int) -> None:
+    by_shard: dict[int, list[bytes]] = {}
+    for event in events:
+        by_shard.setdefault(shard_for(event.profile_id, shards), []).append(encode_event(event))
+    pipe = redis.pipeline(transaction=False)
+    for shard, payloads in by_shard.items():
+        for start in range(0, len(payloads), per_entry):
+            pipe.xadd(event_stream(prefix, shard), {ENTRY_FIELD: encode_batch(payloads[start : start + per_entry])})
+    await pipe.execute()
+
+
+async def bench(args: argparse.Namespace) -> None:
+    name = "trk_bench_" + secrets.token_hex(4)
+    admin = await asyncpg.connect(args.admin_url)
+    await admin.execute(f'create database "{name}"')
+    url = with_database(args.admin_url, name)
+    redis = Redis.from_url(args.redis_url)
+    rates = []
+    try:
+        await migrate(url)
+        conn = await asyncpg.connect(url)
+        profile_ids, message_ids = await seed(conn, args.profiles, args.messages)
+        await conn.close()
+        rng = random.Random(args.seed)
+        for round_ in range(1, args.rounds + 1):
+            prefix = "bench" + secrets.token_hex(3)
+            events = make_events(args.events, profile_ids, message_ids, rng)
+            await push(redis, prefix, args.shards, events, args.per_entry)
+            settings = Settings.from_env(
+                {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url},
+                stream_prefix=prefix,
+                stream_shards=args.shards,
+                flusher_consumer="bench",
+            )
+            if args.batch_max_events:
+                settings = settings.replace(flusher_batch_max_events=args.batch_max_events)
+            flusher = Flusher(settings, burst=True)
+            profiler = cProfile.Profile() if args.profile and round_ == args.rounds else None
+            started = time.perf_counter()
+            if profiler:
+                profiler.enable()
+            await flusher.run()
+            elapsed = time.perf_counter() - started
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(args.profile)
+            rate = flusher.stats["events"] / elapsed
+            rates.append(rate)
+            stats = flusher.stats
+            print(f"round {round_}: {stats['events']} events ({stats['stored']} new) in {elapsed:.2f}s:"
+                  f" {rate:,.0f} events/s; batches {stats['batches']}", flush=True)  # fmt: skip
+            keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
+            if keys:
+                await redis.delete(*keys)
+        print(f"median {statistics.median(rates):,.0f} events/s over {len(rates)} rounds")
+    finally:
+        await redis.aclose()
+        await admin.execute(f'drop database if exists "{name}" with (force)')
+        await admin.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--profiles", type=int, default=100_000)
+    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--per-entry", type=int, default=256, help="events per stream entry, as the edge batches")
+    parser.add_argument("--batch-max-events", type=int, default=0, help="FLUSHER_BATCH_MAX_EVENTS (0: setting)")
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--profile", help="write a cProfile of the last round to this file")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(bench(args))
+    else:
+        uvloop.run(bench(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
