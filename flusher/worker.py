@@ -115,8 +115,9 @@ class Flusher:
                 room = max(1, min(_READ_MAX_ENTRIES, (max_events - len(batch)) // (per_entry * shards)))
                 quiet = False  # a read came back empty: nothing more to wait for in this batch
                 if time.monotonic() >= next_claim and self.streams.own_pending_done:
-                    next_claim = time.monotonic() + claim_every
                     found = await self._retry("Redis: reclaim idle entries", lambda r=room: self.streams.reclaim(r))
+                    # A dead consumer's backlog is taken over page after page, then checked again later.
+                    next_claim = time.monotonic() + (0 if found else claim_every)
                     claimed = sum(len(entries) for _, entries in found)
                     if claimed:
                         idle_ms = settings.flusher_claim_idle_ms
