@@ -74,7 +74,8 @@ class Flusher:
         heartbeat = asyncio.create_task(self._heartbeat_loop())
         try:
             await self._retry("Redis: create consumer groups", self.streams.ensure_groups, REDIS_TRANSIENT)
-            await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT)
+            await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
+                              on_failure=self.sink.drop_connection)  # fmt: skip
             reader = asyncio.create_task(self._read_loop())
             try:
                 await self._write_loop(reader)
@@ -150,7 +151,8 @@ class Flusher:
             await self.flush_batch(batch)
             if time.monotonic() >= next_maintenance and not self._closing.is_set():
                 next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
-                await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT)
+                await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
+                                  on_failure=self.sink.drop_connection)  # fmt: skip
 
     async def _next_batch(self, reader: asyncio.Task) -> Batch | None:
         if self._queue.empty() and not reader.done():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -120,6 +122,16 @@ def flusher_env(settings: Settings, **variables: str) -> dict[str, str]:
 FLUSHER_COMMAND = [sys.executable, "-m", "flusher.cli"]
 
 
+async def wait_until(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    for _ in itertools.count():
+        if await condition():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
 async def counters(pg: asyncpg.Connection, message_id: int) -> dict[str, tuple[int, int]]:
     rows = await pg.fetch("select kind, total, uniques from message_counters where message_id = $1", message_id)
     return {row["kind"]: (row["total"], row["uniques"]) for row in rows}
@@ -128,3 +140,118 @@ async def counters(pg: asyncpg.Connection, message_id: int) -> dict[str, tuple[i
 async def stored_ids(pg: asyncpg.Connection, message_ids: list[int]) -> list[bytes]:
     rows = await pg.fetch("select id from events where message_id = any($1)", message_ids)
     return [row["id"].bytes for row in rows]
+
+
+# -- a mixed workload and its outcome, recomputed the plain way --------------------------------
+
+WORKLOAD_KINDS = ["opened"] * 30 + ["delivered"] * 30 + ["clicked"] * 25 + ["unsubscribed"] * 4 + \
+    ["confirmed"] * 4 + ["soft_bounce"] * 4 + ["hard_bounce"] * 1 + ["complained"] * 1 + ["read"] * 1
+
+
+class Workload:
+    """Messages, profiles and events whose effects are known in advance."""
+
+    def __init__(self, profiles: list[int], messages: list[int], list_resource: int, link_resource: int) -> None:
+        self.profiles = profiles
+        self.messages = messages
+        self.list_resource = list_resource  # every message's resource: unsubscribed/confirmed act on it
+        self.link_resource = link_resource  # link 2's subscribe-to
+        self.events: list[Event] = []
+
+    @classmethod
+    async def create(cls, pg: asyncpg.Connection, profiles: int = 300, messages: int = 3) -> Workload:
+        await ensure_field(pg, "tier", "enum", ["gold", "silver"])
+        list_resource = await make_resource(pg)
+        link_resource = await make_resource(pg)
+        links = [Link("https://example.com/plain"), Link("https://example.com/g", {"update-tier": "gold"}),
+                 Link("https://example.com/s", {"update-tier": "silver", "subscribe-to": str(link_resource)})]
+        message_ids = [await make_message(pg, links=links, resource_id=list_resource) for _ in range(messages)]
+        return cls(await make_profiles(pg, profiles), message_ids, list_resource, link_resource)
+
+    def generate(self, count: int, rng: Any, duplicates: float = 0.02) -> list[Event]:
+        """`count` distinct events (strictly increasing times), then re-sends of some of them."""
+        t0 = now_us() - count * 10 - 60_000_000
+        ghost = max(self.profiles) + 10_000_000  # a profile that does not exist
+        distinct = []
+        for n in range(count):
+            kind = rng.choice(WORKLOAD_KINDS)
+            who = rng.random()
+            profile = 0 if who < 0.01 else ghost if who < 0.02 else rng.choice(self.profiles)
+            link = rng.randrange(3) if kind == "clicked" else -1
+            distinct.append(event(rng.choice(self.messages), profile, kind, ts_us=t0 + n * 10, link_index=link))
+        self.events = distinct
+        resent = rng.sample(distinct, int(count * duplicates))
+        mixed = distinct + resent
+        rng.shuffle(mixed)  # arrival order is not time order
+        return mixed
+
+    def expected(self, soft_bounce_limit: int) -> dict[str, Any]:
+        known = set(self.profiles)
+        counters: dict[tuple[int, str], list] = {}
+        stats: dict[tuple[int, int, str], list] = {}
+        complained, hard, softs = set(), set(), {}
+        tier: dict[int, tuple[int, str]] = {}
+        subs: dict[tuple[int, int], tuple[int, str]] = {}
+        for e in sorted(self.events, key=lambda e: e.ts_us):
+            counter = counters.setdefault((e.message_id, e.kind), [0, set()])
+            counter[0] += 1
+            if e.profile_id not in known:
+                continue
+            counter[1].add(e.profile_id)
+            stat = stats.setdefault((e.message_id, e.profile_id, e.kind), [0, e.ts_us, e.ts_us])
+            stat[0] += 1
+            stat[2] = e.ts_us
+            p = e.profile_id
+            if e.kind == "complained":
+                complained.add(p)
+            elif e.kind == "hard_bounce":
+                hard.add(p)
+            elif e.kind == "soft_bounce":
+                softs[p] = softs.get(p, 0) + 1  # all within the window
+            elif e.kind in ("unsubscribed", "confirmed"):
+                subs[(p, self.list_resource)] = (e.ts_us, "unsubscribed" if e.kind == "unsubscribed" else "subscribed")
+            elif e.kind == "clicked" and e.link_index in (1, 2):
+                tier[p] = (e.ts_us, "gold" if e.link_index == 1 else "silver")
+                if e.link_index == 2:
+                    subs[(p, self.link_resource)] = (e.ts_us, "subscribed")
+        hard |= {p for p, n in softs.items() if n >= soft_bounce_limit}
+        return {
+            "counters": {key: (total, len(uniques)) for key, (total, uniques) in counters.items()},
+            "stats": {key: tuple(value) for key, value in stats.items()},
+            "email": {p: "complained" if p in complained else "hard_bounced" if p in hard else "active"
+                      for p in self.profiles},
+            "fields": {p: {"tier": tier[p][1]} if p in tier else {} for p in self.profiles},
+            "subscriptions": {key: status for key, (_ts, status) in subs.items()},
+        }  # fmt: skip
+
+    async def actual(self, pg: asyncpg.Connection) -> dict[str, Any]:
+        rows = await pg.fetch(
+            "select message_id, kind, total, uniques from message_counters where message_id = any($1)", self.messages
+        )
+        counters = {(r["message_id"], r["kind"]): (r["total"], r["uniques"]) for r in rows}
+        rows = await pg.fetch(
+            "select message_id, profile_id, kind, total,"
+            " (extract(epoch from first_at) * 1000000)::bigint as first_us,"
+            " (extract(epoch from last_at) * 1000000)::bigint as last_us"
+            " from message_profile_stats where message_id = any($1)",
+            self.messages,
+        )
+        stats = {(r["message_id"], r["profile_id"], r["kind"]): (r["total"], r["first_us"], r["last_us"]) for r in rows}
+        rows = await pg.fetch("select id, email_status, fields::text from profiles where id = any($1)", self.profiles)
+        email = {r["id"]: r["email_status"] for r in rows}
+        fields = {r["id"]: json.loads(r["fields"]) for r in rows}
+        rows = await pg.fetch(
+            "select profile_id, resource_id, status from subscriptions where profile_id = any($1)", self.profiles
+        )
+        subs = {(r["profile_id"], r["resource_id"]): r["status"] for r in rows}
+        return {"counters": counters, "stats": stats, "email": email, "fields": fields, "subscriptions": subs}
+
+    async def check(self, pg: asyncpg.Connection, soft_bounce_limit: int = 3) -> None:
+        stored = await pg.fetch(
+            "select id, count(*) as n from events where message_id = any($1) group by id", self.messages
+        )
+        assert all(row["n"] == 1 for row in stored), "an event id was stored twice"
+        assert {row["id"].bytes for row in stored} == {e.id for e in self.events}
+        expected, actual = self.expected(soft_bounce_limit), await self.actual(pg)
+        for part in expected:
+            assert actual[part] == expected[part], f"{part} differ"
