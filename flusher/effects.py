@@ -40,9 +40,9 @@ STAGING_COLUMNS = (
     "link_version", "link_index", "ua_class", "ip_prefix", "data",
 )  # fmt: skip
 
-INSERT_NEW = """
+_INSERT_NEW = """
 with inserted as (
-    insert into events (id, ts, kind, channel, message_id, profile_id, link_version, link_index,
+    insert into {table} (id, ts, kind, channel, message_id, profile_id, link_version, link_index,
                         ua_class, ip_prefix, data)
     select id, timestamptz '1970-01-01 00:00:00+00' + ts_us * interval '1 microsecond', kind, channel,
            message_id, profile_id, link_version, link_index, ua_class, ip_prefix, data
@@ -52,6 +52,16 @@ with inserted as (
 )
 insert into flush_new select * from inserted
 """
+
+
+def insert_new(partition: str | None) -> str:
+    """The insert of the batch; straight into the day's partition when it all falls on one day.
+
+    An (id, ts) pair always lands in the same partition, so that partition's unique
+    index dedupes exactly as the parent's does, without routing every row.
+    """
+    return _INSERT_NEW.format(table=partition or "events")
+
 
 _COUNTERS = """
 with per_profile as (
@@ -238,6 +248,7 @@ def effects_script(settings: Settings) -> str:
         window=int(settings.flusher_soft_bounce_window_s), limit=int(settings.flusher_soft_bounce_limit)
     )
     return "\n".join(
-        [_LINK_ATTRIBUTES, _LOCK_PROFILES, _COUNTERS, _PROFILE_FIELDS, _SUBSCRIPTIONS, _SOFT_BOUNCES, email,
-         _PHONE_STATUS]
+        [_LINK_ATTRIBUTES, _LOCK_PROFILES, _PROFILE_FIELDS, _SUBSCRIPTIONS, _SOFT_BOUNCES, email, _PHONE_STATUS,
+         # Last: every batch updates the same counter rows, so they stay locked only until the commit.
+         _COUNTERS]
     )  # fmt: skip

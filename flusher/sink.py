@@ -133,7 +133,7 @@ class PostgresSink:
         ]  # fmt: skip
         async with conn.transaction():
             await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
-            status = await conn.execute(effects.INSERT_NEW)
+            status = await conn.execute(effects.insert_new(_one_day_partition(events)))
             new = int(status.rsplit(" ", 1)[-1])
             if new:
                 await conn.execute(self._effects)
@@ -175,3 +175,9 @@ class PostgresSink:
             needed = {partitions.day_of(event.ts_us) for event in events} - self._days
             await partitions.create_days(conn, needed)
             self._days |= needed
+
+
+def _one_day_partition(events: list[Event]) -> str | None:
+    first = partitions.day_of(min(event.ts_us for event in events))
+    last = partitions.day_of(max(event.ts_us for event in events))
+    return partitions.partition_name(first) if first == last else None

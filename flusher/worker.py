@@ -1,11 +1,12 @@
 """The flusher worker: read batches from the streams, store them, then acknowledge.
 
-Two loops joined by a one-slot queue, so that reading and decoding the next
-batch overlaps the Postgres transaction of the current one:
+Two loops joined by a small queue, so that reading and decoding the next
+batch overlaps the Postgres transactions of the current ones:
 
     read loop:  own pending entries first, then new ones, and every so often
                 entries idle too long in other consumers -> Batch -> queue
-    write loop: queue -> Postgres (commit) -> dead-letter + XACK -> trim
+    write loop: queue -> one of FLUSHER_PG_CONNECTIONS sinks: Postgres (commit)
+                -> dead-letter + XACK -> trim
 
 Nothing is acknowledged before its batch is committed. A failure of Redis or
 Postgres is retried with backoff for as long as it lasts; `close()` (SIGTERM)
@@ -55,10 +56,13 @@ class Flusher:
         self.consumer = settings.flusher_consumer or default_consumer_name()
         self.redis = open_redis(settings)
         self.streams = EventStreams(self.redis, settings, self.consumer)
-        self.sink = PostgresSink(settings)
+        # Several connections, each writing its own batch: Postgres works on one while
+        # the other waits for a commit or on a shared row, and the loop decodes the next.
+        self.sinks = [PostgresSink(settings) for _ in range(settings.flusher_pg_connections)]
+        self.sink = self.sinks[0]  # maintenance
         self._closing = asyncio.Event()
         self._closing_at = 0.0
-        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
+        self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=len(self.sinks))
         self.stats = dict.fromkeys(_STATS, 0)
 
     def close(self) -> None:
@@ -92,7 +96,8 @@ class Flusher:
                 await heartbeat
             with contextlib.suppress(*REDIS_TRANSIENT):
                 await self.streams.forget_heartbeat()
-            await self.sink.close()
+            for sink in self.sinks:
+                await sink.close()
             await self.redis.aclose()
             log.info("flusher %s stopped: %s", self.consumer, self.stats)
 
@@ -147,12 +152,33 @@ class Flusher:
 
     async def _write_loop(self, reader: asyncio.Task) -> None:
         next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
-        while (batch := await self._next_batch(reader)) is not None:
-            await self.flush_batch(batch)
-            if time.monotonic() >= next_maintenance and not self._closing.is_set():
-                next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
-                await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
-                                  on_failure=self.sink.drop_connection)  # fmt: skip
+        idle: asyncio.Queue[PostgresSink] = asyncio.Queue()
+        for sink in self.sinks:
+            idle.put_nowait(sink)
+        writing: set[asyncio.Task] = set()
+        try:
+            while (batch := await self._next_batch(reader)) is not None:
+                sink = await idle.get()
+                for task in [t for t in writing if t.done()]:
+                    writing.discard(task)
+                    task.result()  # a failure that is not transient stops the worker
+                writing.add(asyncio.create_task(self._flush_with(sink, batch, idle)))
+                if time.monotonic() >= next_maintenance and not self._closing.is_set():
+                    next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
+                    await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
+                                      on_failure=self.sink.drop_connection)  # fmt: skip
+        finally:
+            if writing:
+                results = await asyncio.gather(*writing, return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException) and not isinstance(result, Stopping):
+                        raise result
+
+    async def _flush_with(self, sink: PostgresSink, batch: Batch, idle: asyncio.Queue[PostgresSink]) -> None:
+        try:
+            await self.flush_batch(batch, sink)
+        finally:
+            idle.put_nowait(sink)
 
     async def _next_batch(self, reader: asyncio.Task) -> Batch | None:
         if self._queue.empty() and not reader.done():
@@ -166,10 +192,11 @@ class Flusher:
         reader.result()  # the read loop ended without saying so: raise what it raised
         return None
 
-    async def flush_batch(self, batch: Batch) -> None:
+    async def flush_batch(self, batch: Batch, sink: PostgresSink | None = None) -> None:
         """Commit the batch to Postgres, then dead-letter its faults and acknowledge it all."""
-        stored = await self._retry(f"Postgres: store a batch of {len(batch)}", lambda: self.sink.store(batch),
-                                   POSTGRES_TRANSIENT, on_failure=self.sink.drop_connection)  # fmt: skip
+        sink = sink or self.sink
+        stored = await self._retry(f"Postgres: store a batch of {len(batch)}", lambda: sink.store(batch),
+                                   POSTGRES_TRANSIENT, on_failure=sink.drop_connection)  # fmt: skip
         await self._retry("Redis: acknowledge", lambda: self.streams.acknowledge(batch.acks, batch.faults))
         for fault in batch.faults:
             log.warning("dead-lettered %s %s: %s", fault.stream, _text(fault.entry_id), fault.reason)

@@ -229,6 +229,9 @@ class Settings:
         _bool,
         "false trades durability for speed: a Postgres crash may lose acknowledged events",
     )
+    flusher_pg_connections: int = _setting(
+        "FLUSHER_PG_CONNECTIONS", 2, _int(1, 64), "batches written to Postgres at once, one connection each"
+    )
     flusher_migrate: bool = _setting(
         "FLUSHER_MIGRATE", True, _bool, "apply schema migrations at start (safe with several flushers)"
     )
