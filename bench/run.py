@@ -368,6 +368,13 @@ class Bench:
     def header(self) -> list[str]:
         m = self.machine()
         a = self.args
+        servers = []
+        if "nginx" in self.targets:
+            servers.append("nginx 1 worker")
+        if "bare" in self.targets:
+            servers.append("bare Granian 1 worker (asgi, uvloop)")
+        if "edge_open" in self.targets or "edge_click" in self.targets:
+            servers.append(f"edge {a.workers} worker(s) (Granian asgi, uvloop)")
         return [
             f"Tracking edge benchmark, {dt.datetime.now().isoformat(timespec='seconds')}",
             f"machine: {m['cores']} cores ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}, "
@@ -375,8 +382,7 @@ class Bench:
             f"load: wrk -t{a.threads} --latency, {a.rounds} rounds x {a.duration:g}s per target and connection count "
             f"(after {a.warmup:g}s warm-up), rotating over {a.tokens} distinct tokens; medians shown",
             f"code: {m['commit']}",
-            f"servers: 1 nginx worker, bare Granian 1 worker (asgi, uvloop), edge {a.workers} worker(s); "
-            f"{self.pin_note}",
+            "servers: " + ", ".join(servers) + f"; {self.pin_note}",
         ]
 
     # -- tear-down ------------------------------------------------------------------------
