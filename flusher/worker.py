@@ -116,8 +116,6 @@ class Flusher:
             while not self._closing.is_set():
                 # XREADGROUP counts entries; each holds a batch of the edge's events.
                 # COUNT is per stream: a read may bring up to `shards` times this many.
-                if batch.entries:
-                    per_entry = max(1, len(batch) // batch.entries)
                 room = max(1, min(_READ_MAX_ENTRIES, (max_events - len(batch)) // (per_entry * shards)))
                 quiet = False  # a read came back empty: nothing more to wait for in this batch
                 if time.monotonic() >= next_claim and self.streams.own_pending_done:
@@ -136,6 +134,8 @@ class Flusher:
                     quiet = reading_new and not found
                 for stream, entries in found:
                     batch.add(stream, entries)
+                if batch.entries:
+                    per_entry = max(1, len(batch) // batch.entries)
                 full = len(batch) >= max_events or batch.nbytes >= max_bytes
                 if len(batch) and (full or quiet or batch.age * 1000 >= max_age_ms):
                     await self._queue.put(batch)

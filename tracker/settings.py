@@ -235,6 +235,22 @@ class Settings:
     flusher_migrate: bool = _setting(
         "FLUSHER_MIGRATE", True, _bool, "apply schema migrations at start (safe with several flushers)"
     )
+    # -- api --
+    api_max_body_bytes: int = _setting(
+        "TRACKER_API_MAX_BODY_BYTES", 4 * 2**20, _int(1024, 2**30), "largest JSON request body of the API (413 above)"
+    )
+    api_import_max_bytes: int = _setting(
+        "TRACKER_API_IMPORT_MAX_BYTES", 2**30, _int(1024, 2**40), "largest profile import body (413 above)"
+    )
+    api_import_chunk_rows: int = _setting(
+        "TRACKER_API_IMPORT_CHUNK_ROWS", 500, _int(1, 100_000), "import rows applied per transaction"
+    )
+    api_render_max_recipients: int = _setting(
+        "TRACKER_API_RENDER_MAX_RECIPIENTS", 1000, _int(1, 1_000_000), "profiles per render request, at most"
+    )
+    api_short_link_ttl_s: int = _setting(
+        "TRACKER_API_SHORT_LINK_TTL_S", 30 * 86400, _int(1, 10**8), "TTL of SMS short codes cached in Redis"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
