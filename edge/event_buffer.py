@@ -24,12 +24,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge.spool import Spool, adopt, discard, read_offset, read_records, write_offset
-from tracker.events import Event, encode_batch, encode_event
+from tracker.events import encode_batch, encode_event
 from tracker.keys import ENTRY_FIELD, event_streams, shard_for
 from tracker.settings import Settings
 
 log = logging.getLogger("edge.events")
 _REPLAY_CHUNK = 1000
+_RECORD_BYTES = 128  # a generous estimate of one encoded pixel or click event
+_PROFILE = 4  # position of profile_id in an event record (tracker.events.Event's field order)
 
 
 class EventBuffer:
@@ -62,12 +64,17 @@ class EventBuffer:
 
     # -- hot path -------------------------------------------------------------------------
 
-    def add(self, event: Event) -> None:
-        payload = encode_event(event)
-        self._pending.append((shard_for(event.profile_id, self.shards), payload))
-        self._pending_bytes += len(payload)
+    def add(self, record: tuple, size: int = _RECORD_BYTES) -> None:
+        """Queue one event: an `Event`'s fields as a plain tuple, in field order.
+
+        Encoding waits for the flush, where one msgspec call encodes a shard's
+        whole batch; `size` is the caller's estimate of the encoded bytes.
+        """
+        pending = self._pending
+        pending.append(record)
+        self._pending_bytes += size
         self.accepted += 1
-        if len(self._pending) >= self.max_events or self._pending_bytes >= self.max_bytes:
+        if len(pending) >= self.max_events or self._pending_bytes >= self.max_bytes:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.max_age, self.flush)
@@ -91,33 +98,33 @@ class EventBuffer:
         if self.spool.path.exists() or self.spool.orphans():
             self._enter_spool_mode("spool files from an earlier run")
 
-    async def _write(self, batch: list[tuple[int, bytes]]) -> None:
+    async def _write(self, batch: list[tuple]) -> None:
+        shards = self.shards
+        by_shard: dict[int, list[tuple]] = {}
+        for record in batch:
+            by_shard.setdefault(shard_for(record[_PROFILE], shards), []).append(record)
         async with self._write_lock:
             if self.mode == "redis":
                 try:
-                    await self._xadd(batch)
+                    await self._xadd({shard: encode_event(records) for shard, records in by_shard.items()})
+                    self.written += len(batch)
                     return
                 except (RedisError, OSError) as exc:
                     self.redis_down = True
                     self._enter_spool_mode(f"Redis write failed: {exc!r}")
-            self._to_spool(batch)
+            self._to_spool([(shard, encode_event(r)) for shard, records in by_shard.items() for r in records])
 
-    async def _xadd(self, batch: list[tuple[int, bytes]], check_bound: bool = True) -> None:
-        by_shard: dict[int, list[bytes]] = {}
-        for shard, payload in batch:
-            by_shard.setdefault(shard % self.shards, []).append(payload)
+    async def _xadd(self, entries: dict[int, bytes], check_bound: bool = True) -> None:
+        """One MULTI/EXEC: an XADD per shard (its batch as one msgpack array), then their lengths."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            for shard, payloads in by_shard.items():
-                pipe.xadd(self.streams[shard], {ENTRY_FIELD: encode_batch(payloads)})
-            for shard in by_shard:
+            for shard, entry in entries.items():
+                pipe.xadd(self.streams[shard], {ENTRY_FIELD: entry})
+            for shard in entries:
                 pipe.xlen(self.streams[shard])
             replies = await pipe.execute()
         self.batches += 1
-        if not check_bound:
-            return
-        self.written += len(batch)
-        longest = max(replies[len(by_shard) :])
-        if longest >= self.stream_max_len:
+        longest = max(replies[len(entries) :])
+        if check_bound and longest >= self.stream_max_len:
             self._enter_spool_mode(f"a stream holds {longest} entries (bound {self.stream_max_len})")
 
     def _to_spool(self, batch: list[tuple[int, bytes]]) -> None:
@@ -207,7 +214,10 @@ class EventBuffer:
         return progressed
 
     async def _xadd_replayed(self, chunk: list[tuple[int, bytes]]) -> None:
-        await self._xadd(chunk, check_bound=False)
+        by_shard: dict[int, list[bytes]] = {}
+        for shard, payload in chunk:
+            by_shard.setdefault(shard % self.shards, []).append(payload)
+        await self._xadd({shard: encode_batch(payloads) for shard, payloads in by_shard.items()}, check_bound=False)
         self.replayed += len(chunk)
 
     # -- shutdown -------------------------------------------------------------------------

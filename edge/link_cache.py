@@ -19,6 +19,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from edge.responses import redirect_start
 from tracker.keys import link_table_key
 from tracker.link_tables import LinkTable, decode_link_table, encode_link_table, load_version
 from tracker.settings import Settings
@@ -28,20 +29,20 @@ log = logging.getLogger("edge.links")
 
 
 class CachedLinks:
-    """A link table ready for redirects: the Location header value of each link."""
+    """A link table ready for redirects: each link's 302 start message, built once."""
 
-    __slots__ = ("locations", "table")
+    __slots__ = ("redirects", "table")
 
     def __init__(self, table: LinkTable) -> None:
         self.table = table
-        locations: list[bytes | None] = []
+        redirects: list[dict | None] = []
         for link in table.links:
             try:
-                locations.append(check_redirect_url(link.url).encode("ascii"))
+                redirects.append(redirect_start(check_redirect_url(link.url).encode("ascii")))
             except BadURL:
                 # Postgres' check constraint makes this unreachable; a bad row never redirects.
-                locations.append(None)
-        self.locations = locations
+                redirects.append(None)
+        self.redirects = redirects
 
 
 class LinkCache:

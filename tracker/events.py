@@ -49,6 +49,8 @@ class Event(msgspec.Struct, array_like=True, omit_defaults=False):
     data: dict[str, Any] | None = None  # kind-specific facts: dwell seconds, push action, carrier code
 
 
+# Encodes an Event, or a plain tuple with the Event's fields in order (the edge builds
+# tuples on the hot path: same bytes on the wire, less work per request).
 encode_event = msgspec.msgpack.Encoder().encode
 decode_event = msgspec.msgpack.Decoder(Event).decode
 
@@ -77,25 +79,18 @@ class EventIds:
 
     The counter makes ids unique within a process with no syscall per id; the
     62 random-or-counter bits keep processes apart. Ids sort by time to the ms.
+    Layout: 48 time | 4 version | 12 high counter | 2 variant | 30 node | 32 low counter.
     """
 
-    __slots__ = ("_counter", "_node")
+    __slots__ = ("_base", "_counter")
 
     def __init__(self) -> None:
-        self._node = int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF  # 30 bits
+        node = int.from_bytes(os.urandom(4), "big") & 0x3FFFFFFF  # 30 bits
+        self._base = 0x7 << 76 | 0b10 << 62 | node << 32
         self._counter = int.from_bytes(os.urandom(2), "big")
 
     def new(self, now_ms: int | None = None) -> bytes:
         if now_ms is None:
             now_ms = time.time_ns() // 1_000_000
         self._counter = counter = (self._counter + 1) & 0xFFFFFFFFFFF  # 44 bits
-        # 48 time | 4 version | 12 high counter | 2 variant | 30 node | 32 low counter
-        value = (
-            (now_ms & 0xFFFFFFFFFFFF) << 80
-            | 0x7 << 76
-            | (counter >> 32) << 64
-            | 0b10 << 62
-            | self._node << 32
-            | (counter & 0xFFFFFFFF)
-        )
-        return value.to_bytes(16, "big")
+        return (now_ms << 80 | self._base | (counter >> 32) << 64 | (counter & 0xFFFFFFFF)).to_bytes(16, "big")
