@@ -37,6 +37,9 @@ class TokenKind(IntEnum):
     UNSUBSCRIBE = 4
     CONFIRM = 5
     PUSH = 6
+    # Not a URL: the renderer puts it in a message header (X-Tracker-Ref) so that
+    # delivery reports from email and SMS providers can be tied to message and profile.
+    REF = 7
 
 
 class Channel(IntEnum):
