@@ -193,15 +193,17 @@ def _demo_round_trip(settings: Settings, demo: DemoMessage, flusher: bool) -> bo
         print(f"GET click      -> {redirect.code} Location: {redirect.headers['location']}")
     if not flusher:
         return True
-    kinds = asyncio.run(_wait_for_rows(settings, demo.message_id, {"opened", "clicked"}))
+    kinds, fields = asyncio.run(_wait_for_rows(settings, demo, {"opened", "clicked"}))
     if kinds >= {"opened", "clicked"}:
         print(f"demo events stored in Postgres: {', '.join(sorted(kinds))}")
+        print(f"demo profile fields after the click: {fields}")
         return True
     print(f"tracker: demo events not in Postgres after 20s (found: {sorted(kinds)})", file=sys.stderr)
     return False
 
 
-async def _wait_for_rows(settings: Settings, message_id: int, wanted: set[str]) -> set[str]:
+async def _wait_for_rows(settings: Settings, demo: DemoMessage, wanted: set[str]) -> tuple[set[str], str]:
+    """The demo message's event kinds in Postgres (waiting up to 20 s for `wanted`) and its profile's fields."""
     import asyncpg
 
     conn = await asyncpg.connect(settings.database_url)
@@ -210,12 +212,13 @@ async def _wait_for_rows(settings: Settings, message_id: int, wanted: set[str]) 
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if await conn.fetchval("select to_regclass('events') is not null"):
-                rows = await conn.fetch("select distinct kind from events where message_id = $1", message_id)
+                rows = await conn.fetch("select distinct kind from events where message_id = $1", demo.message_id)
                 found = {row["kind"] for row in rows}
                 if found >= wanted:
                     break
             await asyncio.sleep(0.2)
-        return found
+        fields = await conn.fetchval("select fields::text from profiles where id = $1", demo.profile_id)
+        return found, fields
     finally:
         await conn.close()
 
