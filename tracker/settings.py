@@ -174,6 +174,24 @@ class Settings:
         "TRACKER_TRUST_FORWARDED_FOR", False, _bool, "take the client IP from X-Forwarded-For"
     )
     pg_pool_size: int = _setting("TRACKER_PG_POOL_SIZE", 4, _int(1, 1000), "Postgres pool size per process")
+    read_min_s: float = _setting(
+        "TRACKER_READ_MIN_S", 10.0, _float(0, 3600), "dwell at /r/ from which an open counts as `read`"
+    )
+    read_max_s: float = _setting(
+        "TRACKER_READ_MAX_S", 120.0, _float(1, 3600), "longest a /r/ read beacon is held open"
+    )
+    read_tick_s: float = _setting(
+        "TRACKER_READ_TICK_S", 2.0, _float(0.05, 60), "a held read beacon sends one byte this often"
+    )
+    confirm_url: str = _setting(
+        "TRACKER_CONFIRM_URL", "", _optional_http_url, "thank-you page after a double opt-in (empty: built-in)"
+    )
+    form_max_bytes: int = _setting(
+        "TRACKER_FORM_MAX_BYTES", 65_536, _int(1024, 16 * 2**20), "largest unsubscribe/confirm POST body"
+    )
+    push_cors_origin: str = _setting(
+        "TRACKER_PUSH_CORS_ORIGIN", "*", str, "Access-Control-Allow-Origin of the /p/ push callbacks"
+    )
     # -- flusher --
     flusher_consumer: str = _setting(
         "FLUSHER_CONSUMER", "", str, "consumer name in the stream group (empty: hostname-pid)"
