@@ -7,8 +7,9 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from edge.api import build_api
 from edge.health import health, ready
 from edge.state import EdgeState
 from edge.tracking import TrackingRoutes
@@ -34,6 +35,8 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         routes=[
             Route("/health", health, methods=["GET", "HEAD"]),
             Route("/ready", ready, methods=["GET", "HEAD"]),
+            # The API (and its schema at /api/v1/openapi.json): off the hot path, behind API keys.
+            Mount("/api/v1", app=build_api(state)),
         ],
         lifespan=lifespan,
     )

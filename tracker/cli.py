@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from tracker.api_commands import add_api_commands
 from tracker.demo import DemoMessage, seed_demo
 from tracker.settings import Settings, SettingsError, settings_help
 
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply the schema migrations to DATABASE_URL")
     mig.set_defaults(handler=cmd_migrate)
+    add_api_commands(sub)
     return parser
 
 

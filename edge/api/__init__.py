@@ -1,0 +1,104 @@
+"""The authenticated API under `/api/v1`: profiles, subscriptions, messages and their rendering.
+
+`build_api(state)` returns a Starlette app for the edge to mount; every route
+is declared once in `ENDPOINTS`, which also produces `/api/v1/openapi.json`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from edge.api import messages, profile_import, profiles, subscriptions
+from edge.api._http import ApiContext, Endpoint, http_exception, json_response, wrap
+from edge.api.openapi import build_openapi
+from edge.api.schemas import (
+    ImportSummary,
+    Message,
+    MessageIn,
+    MessageStats,
+    Profile,
+    ProfileField,
+    ProfileFieldIn,
+    ProfileFieldList,
+    ProfileIn,
+    ProfilePatch,
+    RenderIn,
+    RenderOut,
+    Resource,
+    ResourceIn,
+    ResourceList,
+    SubscribeIn,
+    Subscription,
+    SubscriptionList,
+    VersionIn,
+)
+from edge.state import EdgeState
+
+_BODY = (400, 413, 422)
+ENDPOINTS = [
+    Endpoint("GET", "/profile-fields", profiles.list_fields, "read", "List built-in and custom profile fields",
+             response=ProfileFieldList),
+    Endpoint("POST", "/profile-fields", profiles.create_field, "write", "Declare a custom profile field",
+             ProfileFieldIn, ProfileField, 201, (*_BODY, 409)),
+    Endpoint("POST", "/profiles", profiles.create_profile, "write", "Create a profile",
+             ProfileIn, Profile, 201, (*_BODY, 409)),
+    Endpoint("GET", "/profiles/lookup", profiles.lookup_profile, "read",
+             "Find a profile by exactly one of email, phone or external_id", response=Profile, errors=(400, 404, 422),
+             query=(("email", "email address"), ("phone", "E.164 phone number"), ("external_id", "your id"))),
+    Endpoint("POST", "/profiles/import", profile_import.import_profiles, "write",
+             "Upsert profiles from JSON lines or CSV (streamed; per-row errors and a summary)",
+             response=ImportSummary, errors=(400, 413, 415, 422),
+             query=(("format", "csv or jsonl, when the Content-Type does not say"),),
+             request_media=("text/csv", "application/x-ndjson")),
+    Endpoint("GET", "/profiles/{profile_id}", profiles.get_profile, "read", "Read a profile",
+             response=Profile, errors=(404,)),
+    Endpoint("PATCH", "/profiles/{profile_id}", profiles.update_profile, "write",
+             "Change some of a profile's values (null clears or removes)", ProfilePatch, Profile, 200,
+             (*_BODY, 404, 409)),
+    Endpoint("DELETE", "/profiles/{profile_id}", profiles.delete_profile, "write", "Delete a profile",
+             status=204, errors=(404,)),
+    Endpoint("GET", "/profiles/{profile_id}/subscriptions", subscriptions.list_subscriptions, "read",
+             "A profile's subscriptions with status and times", response=SubscriptionList, errors=(404,)),
+    Endpoint("POST", "/profiles/{profile_id}/subscriptions", subscriptions.subscribe, "write",
+             "Subscribe a profile to a resource (pending until confirmed with double_opt_in)",
+             SubscribeIn, Subscription, 200, (*_BODY, 404)),
+    Endpoint("DELETE", "/profiles/{profile_id}/subscriptions/{resource_id}", subscriptions.unsubscribe, "write",
+             "Unsubscribe a profile from a resource", response=Subscription, errors=(404,)),
+    Endpoint("POST", "/profiles/{profile_id}/subscriptions/{resource_id}/confirm", subscriptions.confirm, "write",
+             "Confirm a pending double opt-in", response=Subscription, errors=(404, 409)),
+    Endpoint("GET", "/resources", subscriptions.list_resources, "read", "List resources (subscription lists)",
+             response=ResourceList),
+    Endpoint("POST", "/resources", subscriptions.create_resource, "write", "Create a resource",
+             ResourceIn, Resource, 201, _BODY),
+    Endpoint("GET", "/resources/{resource_id}", subscriptions.get_resource, "read", "Read a resource",
+             response=Resource, errors=(404,)),
+    Endpoint("POST", "/messages", messages.create_message, "write",
+             "Register a message: its links become link-table version 1", MessageIn, Message, 201, _BODY),
+    Endpoint("GET", "/messages/{message_id}", messages.get_message, "read",
+             "A message and the links of its current version", response=Message, errors=(404,)),
+    Endpoint("POST", "/messages/{message_id}/versions", messages.create_version, "write",
+             "Register new content for a message (a new link-table version)", VersionIn, Message, 201,
+             (*_BODY, 404)),
+    Endpoint("GET", "/messages/{message_id}/stats", messages.message_stats, "read",
+             "Counters per event kind (totals and unique profiles)", response=MessageStats, errors=(404,)),
+    Endpoint("POST", "/messages/{message_id}/render", messages.render, "write",
+             "Tracked content for each recipient", RenderIn, RenderOut, 200, (*_BODY, 404)),
+]  # fmt: skip
+
+
+def build_api(state: EdgeState) -> Starlette:
+    ctx = ApiContext(state)
+    schema = build_openapi(ENDPOINTS)
+
+    async def openapi(request: Request) -> Response:
+        return json_response(schema)
+
+    routes: list[Any] = [Route("/openapi.json", openapi, methods=["GET"])]
+    routes += [Route(ep.path, wrap(ep, ctx), methods=[ep.method]) for ep in ENDPOINTS]
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_exception})

@@ -1,0 +1,156 @@
+"""What every API endpoint shares: the declaration, authentication, bodies, JSON and errors.
+
+Each endpoint is declared once as an `Endpoint`; the router and the OpenAPI
+document are both built from those declarations. A handler gets a Postgres
+connection already holding the authenticated key's request, and raises
+`InputError` for anything the caller got wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import msgspec
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge.api.schemas import ErrorBody, ErrorDetail
+from edge.state import EdgeState
+from tracker.api_keys import check_api_key
+from tracker.input_errors import InputError
+from tracker.render import TemplateCache
+
+log = logging.getLogger("edge.api")
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+_UNIQUE_CODES = {
+    "profiles_email_key": ("duplicate_email", "another profile has this email address"),
+    "profiles_phone_key": ("duplicate_phone", "another profile has this phone number"),
+    "profiles_external_id_key": ("duplicate_external_id", "another profile has this external id"),
+    "profile_fields_pkey": ("duplicate_field", "a profile field with this name exists"),
+}
+
+
+class ApiContext:
+    """What handlers need from the edge: pools, settings, and compiled templates."""
+
+    def __init__(self, state: EdgeState) -> None:
+        self.state = state
+        self.settings = state.settings
+        self.templates = TemplateCache()
+
+    @property
+    def redis(self) -> Any:
+        return self.state.redis
+
+
+Handler = Callable[[Request, asyncpg.Connection, ApiContext], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    scope: str  # "read" or "write"
+    summary: str
+    request: type | None = None
+    response: type | None = None
+    status: int = 200
+    errors: tuple[int, ...] = ()
+    query: tuple[tuple[str, str], ...] = ()  # (name, description), all optional strings
+    request_media: tuple[str, ...] = ("application/json",)
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    return Response(_encode(value), status, media_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encode(ErrorBody(ErrorDetail(code, message))), status, headers, "application/json")
+
+
+def wrap(endpoint: Endpoint, ctx: ApiContext) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        scheme, _, key_text = auth.partition(" ")
+        if scheme.lower() != "bearer" or not key_text.strip():
+            return _unauthorized("send an API key as `Authorization: Bearer trk_...`")
+        pool = ctx.state.pg_pool
+        assert pool is not None, "API used outside the edge lifespan"
+        try:
+            async with pool.acquire() as conn:
+                key = await check_api_key(conn, key_text.strip())
+                if key is None:
+                    return _unauthorized("the API key is unknown, revoked or wrong")
+                if endpoint.scope not in key.scopes:
+                    has = ", ".join(sorted(key.scopes))
+                    return error_response(403, "forbidden", f"this key lacks the {endpoint.scope} scope (it has {has})")
+                return await endpoint.handler(request, conn, ctx)
+        except InputError as exc:
+            return error_response(exc.status, exc.code, exc.message)
+        except asyncpg.UniqueViolationError as exc:
+            code, message = _UNIQUE_CODES.get(
+                exc.constraint_name or "", ("conflict", "the change conflicts with existing data")
+            )
+            return error_response(409, code, message)
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("API %s %s: database unavailable: %s", endpoint.method, endpoint.path, exc)
+            return error_response(503, "unavailable", "the database is unavailable; retry later", {"retry-after": "5"})
+
+    run.__name__ = endpoint.handler.__name__
+    return run
+
+
+def _unauthorized(message: str) -> Response:
+    return error_response(401, "unauthorized", message, {"www-authenticate": 'Bearer realm="tracker"'})
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {
+        404: ("not_found", "no such API route"),
+        405: ("method_not_allowed", "this route does not take that method"),
+    }
+    code, message = codes.get(exc.status_code, ("http_error", str(exc.detail)))
+    return error_response(exc.status_code, code, message, dict(exc.headers or {}))
+
+
+async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body chunk by chunk; 413 as soon as it (or its declared length) passes `limit`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise InputError("body_too_large", f"the request body is larger than {limit} bytes", 413)
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputError("body_too_large", f"the request body is larger than {limit} bytes", 413)
+        if chunk:
+            yield chunk
+
+
+async def read_json(request: Request, ctx: ApiContext, type_: type[T]) -> T:
+    body = b"".join([chunk async for chunk in limited_stream(request, ctx.settings.api_max_body_bytes)])
+    if not body.strip():
+        raise InputError("empty_body", "the request needs a JSON body", 400)
+    try:
+        return msgspec.json.decode(body, type=type_)
+    except msgspec.ValidationError as exc:
+        text = str(exc)
+        code = "unknown_field" if "unknown field" in text else "invalid_request"
+        raise InputError(code, text) from None
+    except msgspec.DecodeError as exc:
+        raise InputError("malformed_json", str(exc), 400) from None
+
+
+def path_id(request: Request, name: str) -> int:
+    raw = request.path_params[name]
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) < 2**63:
+        raise InputError("invalid_id", f"{name} {raw!r} is not a positive integer id", 404)
+    return int(raw)

@@ -1,0 +1,129 @@
+"""Resources (subscription lists, one channel each) and profiles' subscriptions to them.
+
+Times follow the flusher's rules: subscribed_at is when the profile last
+became subscribed, confirmed_at when it confirmed a double opt-in,
+unsubscribed_at when it last left; a later event never loses to an older one.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge.api._http import ApiContext, json_response, path_id, read_json
+from edge.api.schemas import Resource, ResourceIn, ResourceList, SubscribeIn, Subscription, SubscriptionList
+from tracker.input_errors import Conflict, NotFound
+
+_SUBSCRIPTION = """
+select s.profile_id, s.resource_id, r.name as resource_name, r.channel, s.status, s.created_at,
+       s.subscribed_at, s.confirmed_at, s.unsubscribed_at, s.updated_at
+from subscriptions s join resources r on r.id = s.resource_id
+"""
+
+
+def _resource(row: asyncpg.Record) -> Resource:
+    return Resource(row["id"], row["name"], row["channel"], row["created_at"])
+
+
+def _subscription(row: asyncpg.Record) -> Subscription:
+    return Subscription(**dict(row))
+
+
+async def create_resource(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    body = await read_json(request, ctx, ResourceIn)
+    row = await conn.fetchrow(
+        "insert into resources (name, channel) values ($1, $2) returning id, name, channel, created_at",
+        body.name,
+        body.channel,
+    )
+    return json_response(_resource(row), 201)
+
+
+async def list_resources(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    rows = await conn.fetch("select id, name, channel, created_at from resources order by id")
+    return json_response(ResourceList([_resource(row) for row in rows]))
+
+
+async def get_resource(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    resource_id = path_id(request, "resource_id")
+    row = await conn.fetchrow("select id, name, channel, created_at from resources where id = $1", resource_id)
+    if row is None:
+        raise NotFound("resource", resource_id)
+    return json_response(_resource(row))
+
+
+async def _require(conn: asyncpg.Connection, profile_id: int, resource_id: int | None = None) -> None:
+    if not await conn.fetchval("select exists (select from profiles where id = $1)", profile_id):
+        raise NotFound("profile", profile_id)
+    if resource_id is not None and not await conn.fetchval(
+        "select exists (select from resources where id = $1)", resource_id
+    ):
+        raise NotFound("resource", resource_id)
+
+
+async def _one(conn: asyncpg.Connection, profile_id: int, resource_id: int) -> Subscription:
+    row = await conn.fetchrow(
+        _SUBSCRIPTION + " where s.profile_id = $1 and s.resource_id = $2", profile_id, resource_id
+    )
+    if row is None:
+        raise NotFound(f"subscription of profile {profile_id} to resource", resource_id)
+    return _subscription(row)
+
+
+async def list_subscriptions(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    profile_id = path_id(request, "profile_id")
+    await _require(conn, profile_id)
+    rows = await conn.fetch(_SUBSCRIPTION + " where s.profile_id = $1 order by s.resource_id", profile_id)
+    return json_response(SubscriptionList([_subscription(row) for row in rows]))
+
+
+async def subscribe(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    """Subscribed at once, or pending until confirmed with double opt-in; already subscribed stays so."""
+    profile_id = path_id(request, "profile_id")
+    body = await read_json(request, ctx, SubscribeIn)
+    status = "pending" if body.double_opt_in else "subscribed"
+    async with conn.transaction():
+        await _require(conn, profile_id, body.resource_id)
+        await conn.execute(
+            "insert into subscriptions as s (profile_id, resource_id, status, subscribed_at)"
+            " values ($1, $2, $3, case when $3 = 'subscribed' then now() end)"
+            " on conflict (profile_id, resource_id) do update set"
+            "   status = excluded.status, subscribed_at = coalesce(excluded.subscribed_at, s.subscribed_at),"
+            "   updated_at = now()"
+            " where s.status <> 'subscribed'",
+            profile_id,
+            body.resource_id,
+            status,
+        )
+        return json_response(await _one(conn, profile_id, body.resource_id))
+
+
+async def unsubscribe(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    profile_id, resource_id = path_id(request, "profile_id"), path_id(request, "resource_id")
+    async with conn.transaction():
+        await _require(conn, profile_id, resource_id)
+        await conn.execute(
+            "update subscriptions set status = 'unsubscribed', unsubscribed_at = now(), updated_at = now()"
+            " where profile_id = $1 and resource_id = $2 and status <> 'unsubscribed'",
+            profile_id,
+            resource_id,
+        )
+        return json_response(await _one(conn, profile_id, resource_id))
+
+
+async def confirm(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    """Confirm a pending double opt-in (as the edge's /cf/ link does); confirming twice is harmless."""
+    profile_id, resource_id = path_id(request, "profile_id"), path_id(request, "resource_id")
+    async with conn.transaction():
+        await _require(conn, profile_id, resource_id)
+        current = await _one(conn, profile_id, resource_id)
+        if current.status == "unsubscribed":
+            raise Conflict("unsubscribed", "the profile unsubscribed from this resource; subscribe it again first")
+        await conn.execute(
+            "update subscriptions set status = 'subscribed', subscribed_at = now(), confirmed_at = now(),"
+            " updated_at = now() where profile_id = $1 and resource_id = $2 and status = 'pending'",
+            profile_id,
+            resource_id,
+        )
+        return json_response(await _one(conn, profile_id, resource_id))
