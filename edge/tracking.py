@@ -1,20 +1,24 @@
-"""The hot path: `/o/{token}` (open pixel) and `/c/{token}` (click redirect), as pure ASGI.
+"""The tracking routes, as pure ASGI in front of Starlette: `/o/` (open pixel) and `/c/`
+(click redirect) here, `/p/`, `/r/`, `/u/` and `/cf/` in their own modules.
 
-These run before Starlette's router: a prefix test, a token check with no
-lookup, an in-process link-table hit, two `send` calls and an append to the
+The pixel and the click are the hot path: a prefix test, a token check with
+no lookup, an in-process link-table hit, two `send` calls and an append to the
 event buffer. Everything else falls through to the Starlette app.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from edge import responses
+from edge.capture import Capture
+from edge.confirm import confirm_route
+from edge.push import PushCallbacks
+from edge.read import ReadBeacon
 from edge.state import EdgeState
-from tracker.tokens import CHANNEL_NAMES, Keyring, TokenKind, verify
+from edge.unsubscribe import unsubscribe_route
+from tracker.tokens import Keyring, TokenKind, verify
 
-_CHANNELS = {int(c): name for c, name in CHANNEL_NAMES.items()}
 _OPEN = int(TokenKind.OPEN)
 _CLICK = int(TokenKind.CLICK)
 
@@ -25,10 +29,13 @@ class TrackingRoutes:
         self.app = app
         self.keys = Keyring(state.settings.signing_keys)
         self.max_path = state.settings.max_path_len
-        # Bound methods looked up once: attribute chains cost on every request.
-        self._record = state.events.add
-        self._new_id = state.ids.new
-        self._facts = state.facts.of
+        self.capture = capture = Capture(state)
+        settings, counters = state.settings, state.counters
+        self.read = ReadBeacon(self.keys, capture, settings, counters)
+        self.unsubscribe = unsubscribe_route(self.keys, capture, settings.form_max_bytes, counters)
+        self.confirm = confirm_route(self.keys, capture, settings.confirm_url, settings.form_max_bytes, counters)
+        self.push = PushCallbacks(self.keys, capture, settings.push_cors_origin, counters)
+        # Looked up once: attribute chains cost on every request.
         self._cached_links = state.links.cached
         fallback = state.settings.fallback_url
         self.fallback = responses.redirect_start(fallback.encode()) if fallback else None
@@ -45,6 +52,14 @@ class TrackingRoutes:
             return await self.open_pixel(scope, send, path[3:])
         if path.startswith("/c/"):
             return await self.click(scope, send, path[3:])
+        if path.startswith("/p/"):
+            return await self.push(scope, send, path[3:])
+        if path.startswith("/r/"):
+            return await self.read(scope, receive, send, path[3:])
+        if path.startswith("/u/"):
+            return await self.unsubscribe(scope, receive, send, path[3:])
+        if path.startswith("/cf/"):
+            return await self.confirm(scope, receive, send, path[4:])
         return await self.app(scope, receive, send)
 
     async def open_pixel(self, scope: dict, send: Any, token_text: str) -> None:
@@ -62,13 +77,7 @@ class TrackingRoutes:
         if token is None or token[0] != _OPEN:
             self.state.counters.bad_tokens += 1
             return
-        ua_class, ip = self._facts(scope)
-        now_us = time.time_ns() // 1000
-        # An Event's fields, in order (see tracker.events.Event).
-        self._record(
-            (self._new_id(now_us // 1000), "opened", _CHANNELS.get(token[1], "email"), token[2], token[3],
-             now_us, 0, -1, ua_class, ip, None)
-        )  # fmt: skip
+        self.capture("opened", token[1], token[2], token[3], scope)
 
     async def click(self, scope: dict, send: Any, token_text: str) -> None:
         method = scope["method"]
@@ -97,12 +106,7 @@ class TrackingRoutes:
         await send(responses.EMPTY_BODY)
         if method == "HEAD":
             return
-        ua_class, ip = self._facts(scope)
-        now_us = time.time_ns() // 1000
-        self._record(
-            (self._new_id(now_us // 1000), "clicked", _CHANNELS.get(channel, "email"), message_id, profile_id,
-             now_us, version, index, ua_class, ip, None)
-        )  # fmt: skip
+        self.capture("clicked", channel, message_id, profile_id, scope, version, index)
 
     async def _link_not_found(self, send: Any) -> None:
         if self.fallback is not None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -46,3 +49,41 @@ async def wait_for_events(redis: Redis, settings: Settings, count: int, timeout:
         if len(events) >= count or asyncio.get_running_loop().time() > deadline:
             return events
         await asyncio.sleep(0.01)
+
+
+def edge_env(settings: Settings, **variables: str) -> dict[str, str]:
+    """The environment that makes a real `edge` process use these test settings."""
+    return {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "DATABASE_URL": settings.database_url,
+        "TRACKER_SIGNING_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in settings.signing_keys.items()),
+        "TRACKER_STREAM_PREFIX": settings.stream_prefix,
+        "TRACKER_SPOOL_DIR": str(settings.spool_dir),
+        **variables,
+    }
+
+
+@asynccontextmanager
+async def real_edge(settings: Settings, port: int, **variables: str) -> AsyncIterator[subprocess.Popen]:
+    """A real Granian `edge` process on 127.0.0.1:`port`, ready to answer; killed afterwards if still running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge.serve", "--port", str(port), "--log-level", "warning"],
+        env=edge_env(settings, **variables),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for _ in range(150):
+                try:
+                    if (await http.get("/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the edge did not start")
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from edge.spool import Spool
-from tests.edge_helpers import running_edge, stream_events, wait_for_events
+from tests.edge_helpers import real_edge, running_edge, stream_events, wait_for_events
 from tracker.embedded import EmbeddedRedis
 from tracker.events import Event, EventIds, encode_event
 from tracker.keys import event_streams
@@ -145,43 +142,18 @@ async def test_spool_of_a_dead_worker_is_replayed_and_removed(settings, redis) -
     assert not dead.path.exists()
 
 
-async def test_sigterm_flushes_the_buffer(settings, redis, pg, free_port, tmp_path) -> None:
+async def test_sigterm_flushes_the_buffer(settings, redis, pg, free_port) -> None:
     """A real Granian edge: events still buffered at SIGTERM reach the stream before it exits."""
     message_id, _ = await create_message(pg, "email", "sigterm", [])
-    env = {
-        **os.environ,
-        "REDIS_URL": settings.redis_url,
-        "DATABASE_URL": settings.database_url,
-        "TRACKER_SIGNING_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in settings.signing_keys.items()),
-        "TRACKER_STREAM_PREFIX": settings.stream_prefix,
-        "TRACKER_SPOOL_DIR": str(tmp_path / "spool"),
-        # Nothing is written by age or count before the signal: only the shutdown flush can.
-        "TRACKER_BATCH_MAX_AGE_MS": "10000",
-        "TRACKER_BATCH_MAX_EVENTS": "100000",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.serve", "--port", str(free_port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    # Nothing is written by age or count before the signal: only the shutdown flush can.
+    slow = {"TRACKER_BATCH_MAX_AGE_MS": "10000", "TRACKER_BATCH_MAX_EVENTS": "100000"}
+    async with real_edge(settings, free_port, **slow) as process:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{free_port}") as http:
-            for _ in range(100):
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
             for path in opens(settings, message_id, range(25)):
                 assert (await http.get(path)).status_code == 200
         assert await stream_events(redis, settings) == []  # still in the edge's buffer
         process.send_signal(signal.SIGTERM)
         assert process.wait(15) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     events = await stream_events(redis, settings)
     assert sorted(e.profile_id for e in events) == list(range(25))
-    assert not list((tmp_path / "spool").glob("*.spool"))
+    assert not list(settings.spool_dir.glob("*.spool"))

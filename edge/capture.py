@@ -1,0 +1,46 @@
+"""One way to record an event from any route: the Event's fields as a tuple, into the buffer."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from edge.state import EdgeState
+from tracker.tokens import CHANNEL_NAMES
+
+_CHANNELS = {int(c): name for c, name in CHANNEL_NAMES.items()}
+
+
+class Capture:
+    """`capture(kind, channel, message_id, profile_id, scope, ...)` queues one event.
+
+    Everything it needs is bound once; a call does no I/O, so routes never wait
+    on the network to record what happened.
+    """
+
+    __slots__ = ("_add", "_facts", "_new_id")
+
+    def __init__(self, state: EdgeState) -> None:
+        self._add = state.events.add
+        self._new_id = state.ids.new
+        self._facts = state.facts.of
+
+    def __call__(
+        self,
+        kind: str,
+        channel: int,
+        message_id: int,
+        profile_id: int,
+        scope: dict,
+        link_version: int = 0,
+        link_index: int = -1,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        ua_class, ip = self._facts(scope)
+        now_us = time.time_ns() // 1000
+        # An Event's fields, in order (see tracker.events.Event).
+        self._add(
+            (self._new_id(now_us // 1000), kind, _CHANNELS.get(channel, "email"), message_id, profile_id,
+             now_us, link_version, link_index, ua_class, ip, data),
+            128 if data is None else 128 + 64 * len(data),
+        )  # fmt: skip
