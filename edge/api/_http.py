@@ -146,7 +146,10 @@ async def read_json(request: Request, ctx: ApiContext, type_: type[T]) -> T:
         code = "unknown_field" if "unknown field" in text else "invalid_request"
         raise InputError(code, text) from None
     except msgspec.DecodeError as exc:
-        raise InputError("malformed_json", str(exc), 400) from None
+        text = str(exc)
+        # msgspec names the byte for bad characters but not for a body that stops early.
+        position = "" if "(byte" in text else f" (at byte {len(body)}, the end of the body)"
+        raise InputError("malformed_json", text + position, 400) from None
 
 
 def path_id(request: Request, name: str) -> int:
