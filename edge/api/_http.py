@@ -102,6 +102,10 @@ def wrap(endpoint: Endpoint, ctx: ApiContext) -> Callable[[Request], Awaitable[R
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("API %s %s: database unavailable: %s", endpoint.method, endpoint.path, exc)
             return error_response(503, "unavailable", "the database is unavailable; retry later", {"retry-after": "5"})
+        except Exception:
+            # Still a JSON error for the caller; the traceback is for the operator's log.
+            log.exception("API %s %s failed", endpoint.method, endpoint.path)
+            return error_response(500, "internal_error", "the request failed on the server; it was logged")
 
     run.__name__ = endpoint.handler.__name__
     return run
