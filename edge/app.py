@@ -13,6 +13,7 @@ from edge.api import build_api
 from edge.health import health, ready
 from edge.state import EdgeState
 from edge.tracking import TrackingRoutes
+from edge.webhooks import WebhookRoutes
 from tracker.settings import Settings
 
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = Settings.from_env()
     state = EdgeState(settings)
+    hooks = WebhookRoutes(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -35,6 +37,7 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         routes=[
             Route("/health", health, methods=["GET", "HEAD"]),
             Route("/ready", ready, methods=["GET", "HEAD"]),
+            Route("/hooks/{channel}/{provider}", hooks, methods=["POST"]),
             # The API (and its schema at /api/v1/openapi.json): off the hot path, behind API keys.
             Mount("/api/v1", app=build_api(state)),
         ],

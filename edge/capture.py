@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.state import EdgeState
 from tracker.tokens import CHANNEL_NAMES
+
+if TYPE_CHECKING:
+    from edge.state import EdgeState
 
 _CHANNELS = {int(c): name for c, name in CHANNEL_NAMES.items()}
 

@@ -11,8 +11,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from edge.event_buffer import EventBuffer
-from edge.link_cache import LinkCache
+from edge.link_cache import link_cache
 from edge.request_facts import RequestFacts
+from edge.short_links import short_link_cache
 from edge.spool import Spool
 from tracker.events import EventIds
 from tracker.settings import Settings
@@ -45,10 +46,15 @@ class EdgeState:
         self.pg_pool: asyncpg.Pool | None = None
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.spool_fsync)
         self.events = EventBuffer(settings, self.redis, self.spool)
-        self.links = LinkCache(settings, self.redis, _LazyPool(self), lambda: self.events.redis_down)
+        pool = _LazyPool(self)
+        self.links = link_cache(settings, self.redis, pool, self.redis_is_down)
+        self.short_links = short_link_cache(settings, self.redis, pool, self.redis_is_down)
         self.facts = RequestFacts(settings.trust_forwarded_for)
         self.ids = EventIds()
         self.counters = EdgeCounters()
+
+    def redis_is_down(self) -> bool:
+        return self.events.redis_down
 
     async def open(self) -> None:
         # The pool connects lazily (min_size=0): an edge starts and serves pixels while Postgres is down.

@@ -15,6 +15,7 @@ from edge.capture import Capture
 from edge.confirm import confirm_route
 from edge.push import PushCallbacks
 from edge.read import ReadBeacon
+from edge.short_links import ShortLinks
 from edge.state import EdgeState
 from edge.unsubscribe import unsubscribe_route
 from tracker.tokens import Keyring, TokenKind, verify
@@ -35,6 +36,7 @@ class TrackingRoutes:
         self.unsubscribe = unsubscribe_route(self.keys, capture, settings.form_max_bytes, counters)
         self.confirm = confirm_route(self.keys, capture, settings.confirm_url, settings.form_max_bytes, counters)
         self.push = PushCallbacks(self.keys, capture, settings.push_cors_origin, counters)
+        self.short_links = ShortLinks(state, capture)
         # Looked up once: attribute chains cost on every request.
         self._cached_links = state.links.cached
         fallback = state.settings.fallback_url
@@ -52,6 +54,8 @@ class TrackingRoutes:
             return await self.open_pixel(scope, send, path[3:])
         if path.startswith("/c/"):
             return await self.click(scope, send, path[3:])
+        if path.startswith("/s/"):
+            return await self.short_links(scope, send, path[3:])
         if path.startswith("/p/"):
             return await self.push(scope, send, path[3:])
         if path.startswith("/r/"):
@@ -88,10 +92,10 @@ class TrackingRoutes:
             self.state.counters.bad_tokens += 1
             return await self._link_not_found(send)
         _, channel, message_id, profile_id, _, version, index = token
-        links = self._cached_links(message_id, version)
+        links = self._cached_links((message_id, version))
         if links is None:
             try:
-                links = await self.state.links.fetch(message_id, version)
+                links = await self.state.links.fetch((message_id, version))
             except Exception:
                 # Redis and Postgres both failed us: say so rather than redirect anywhere.
                 self.state.counters.lookup_errors += 1

@@ -174,6 +174,9 @@ class Settings:
         "TRACKER_TRUST_FORWARDED_FOR", False, _bool, "take the client IP from X-Forwarded-For"
     )
     pg_pool_size: int = _setting("TRACKER_PG_POOL_SIZE", 4, _int(1, 1000), "Postgres pool size per process")
+    short_link_cache_size: int = _setting(
+        "TRACKER_SHORT_LINK_CACHE_SIZE", 100_000, _int(1, 10**8), "SMS short codes kept in each edge process"
+    )
     read_min_s: float = _setting(
         "TRACKER_READ_MIN_S", 10.0, _float(0, 3600), "dwell at /r/ from which an open counts as `read`"
     )
@@ -268,6 +271,51 @@ class Settings:
     )
     api_short_link_ttl_s: int = _setting(
         "TRACKER_API_SHORT_LINK_TTL_S", 30 * 86400, _int(1, 10**8), "TTL of SMS short codes cached in Redis"
+    )
+    # -- webhooks --
+    # Secrets are read as plain strings and checked when the edge builds its webhook
+    # providers (edge.webhooks), so that a malformed one never gets echoed in an error.
+    hook_max_body_bytes: int = _setting(
+        "TRACKER_HOOK_MAX_BODY_BYTES", 2**20, _int(1024, 64 * 2**20), "largest webhook body (413 above)"
+    )
+    hook_max_skew_s: int = _setting(
+        "TRACKER_HOOK_MAX_SKEW_S", 300, _int(1, 7 * 86400), "signed webhook timestamps further off than this get 401"
+    )
+    hook_generic_email_secret: str = _setting(
+        "TRACKER_HOOK_GENERIC_EMAIL_SECRET", "", str, "HMAC secret of /hooks/email/generic (empty: disabled)"
+    )
+    hook_generic_sms_secret: str = _setting(
+        "TRACKER_HOOK_GENERIC_SMS_SECRET", "", str, "HMAC secret of /hooks/sms/generic (empty: disabled)"
+    )
+    hook_ses_topic_arns: str = _setting(
+        "TRACKER_HOOK_SES_TOPIC_ARNS", "", str, "comma-separated SNS topic ARNs of SES notifications (empty: disabled)"
+    )
+    hook_sns_cert_url_pattern: str = _setting(
+        "TRACKER_HOOK_SNS_CERT_URL_PATTERN",
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/[^?#@]+\.pem$",
+        str,
+        "regex an SNS SigningCertURL must match",
+    )
+    hook_sns_subscribe_url_pattern: str = _setting(
+        "TRACKER_HOOK_SNS_SUBSCRIBE_URL_PATTERN",
+        r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/\?",
+        str,
+        "regex an SNS SubscribeURL must match before the edge fetches it",
+    )
+    hook_sendgrid_public_key: str = _setting(
+        "TRACKER_HOOK_SENDGRID_PUBLIC_KEY", "", str, "SendGrid signed event webhook verification key (empty: disabled)"
+    )
+    hook_mailgun_signing_key: str = _setting(
+        "TRACKER_HOOK_MAILGUN_SIGNING_KEY", "", str, "Mailgun HTTP webhook signing key (empty: disabled)"
+    )
+    hook_postmark_basic_auth: str = _setting(
+        "TRACKER_HOOK_POSTMARK_BASIC_AUTH", "", str, "USER:PASSWORD Postmark sends as basic auth (empty: disabled)"
+    )
+    hook_twilio_auth_token: str = _setting(
+        "TRACKER_HOOK_TWILIO_AUTH_TOKEN", "", str, "Twilio auth token that signs status callbacks (empty: disabled)"
+    )
+    hook_smpp_basic_auth: str = _setting(
+        "TRACKER_HOOK_SMPP_BASIC_AUTH", "", str, "USER:PASSWORD of SMPP delivery receipts (empty: disabled)"
     )
 
     @classmethod
