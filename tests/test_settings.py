@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from tracker.settings import Settings, SettingsError
+from tracker.settings import Settings, SettingsError, is_secret
 
 BASE = {"TRACKER_SIGNING_KEYS": "1:first-secret-0123456789,2:second-secret-0123456789"}
 
@@ -55,6 +57,19 @@ def test_secrets_never_appear_in_repr_or_errors() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"TRACKER_SIGNING_KEYS": "1:short-secret"})
     assert "short-secret" not in str(caught.value)
+
+
+def test_every_secret_looking_setting_is_hidden_from_repr() -> None:
+    settings = Settings.from_env(BASE)
+    secrets_set = {
+        f.name: "s3cret-value-" + f.name
+        for f in dataclasses.fields(Settings)
+        if is_secret(f.name) and f.type in ("str", str)
+    }
+    shown = repr(settings.replace(**secrets_set))
+    assert secrets_set  # the webhook and API secrets are among them
+    for value in secrets_set.values():
+        assert value not in shown
 
 
 def test_settings_are_frozen() -> None:

@@ -375,6 +375,8 @@ class Settings:
                 value = f"<{len(value)} keys: {sorted(value)}>"
             elif f.name.endswith("_url"):
                 value = redact_url(value)
+            elif is_secret(f.name) and isinstance(value, str | bytes) and value:
+                value = "<hidden>"
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
@@ -387,8 +389,17 @@ def redact_url(url: str) -> str:
     return url
 
 
+_SECRET_WORDS = ("key", "secret", "auth", "password", "token", "credential")
+
+
+def is_secret(name: str) -> bool:
+    """Settings whose values must never reach a log line or an error message."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
+
+
 def _shown(env: str, raw: str) -> str:
-    if "KEY" in env or "SECRET" in env:
+    if is_secret(env):
         return "<hidden>"
     return repr(redact_url(raw) if env.endswith("_URL") else raw)
 
