@@ -33,3 +33,8 @@ def link_table_key(prefix: str, message_id: int, version: int) -> str:
 
 def flusher_heartbeat_key(prefix: str, consumer: str) -> str:
     return f"{prefix}:flusher:alive:{consumer}"
+
+
+def flusher_metrics_key(prefix: str, consumer: str) -> str:
+    """A JSON snapshot of one flusher's metrics (with a TTL), served by the edge's /metrics."""
+    return f"{prefix}:flusher:metrics:{consumer}"
