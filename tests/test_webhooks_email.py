@@ -24,9 +24,7 @@ MAILGUN_KEY = "key-mailgun-signing-0123456789abcdef"
 POSTMARK_AUTH = ("postmark", "pm-password-0123456789")
 SENDGRID_KEY = ec.generate_private_key(ec.SECP256R1())
 SENDGRID_PUBLIC = base64.b64encode(
-    SENDGRID_KEY.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    SENDGRID_KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 ).decode()
 MESSAGE, PROFILE = 4242, 77
 

@@ -38,7 +38,7 @@ def sign(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
 def carrier_time_us(raw: str) -> int | None:
     """RawDlrDoneDate, `YYMMDDhhmm` in UTC, as microseconds; None when absent or odd."""
     try:
-        moment = datetime.strptime(raw, "%y%m%d%H%M").replace(tzinfo=UTC)
+        moment = datetime.strptime(raw.strip(), "%y%m%d%H%M").replace(tzinfo=UTC)
     except ValueError:
         return None
     return int(moment.timestamp()) * 1_000_000

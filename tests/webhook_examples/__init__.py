@@ -15,8 +15,8 @@ HERE = Path(__file__).parent
 
 
 def example(name: str, ref: str = "") -> bytes:
-    """An example file with `{{tracker_ref}}` replaced by `ref`."""
-    return (HERE / name).read_text().replace("{{tracker_ref}}", ref).encode()
+    """An example file, without its final newline, with `{{tracker_ref}}` replaced by `ref`."""
+    return (HERE / name).read_text().rstrip("\n").replace("{{tracker_ref}}", ref).encode()
 
 
 def mint_ref(settings: Settings, channel: Channel, message_id: int, profile_id: int) -> str:
