@@ -46,6 +46,29 @@ async def test_unknown_and_unconfigured_providers_get_404(hook_settings, redis):
     assert get.status_code == 405
 
 
+@pytest.mark.parametrize(
+    ("path", "setting", "value"),
+    [
+        ("/hooks/email/generic", "hook_generic_email_secret", SECRET),
+        ("/hooks/sms/generic", "hook_generic_sms_secret", SECRET),
+        ("/hooks/email/ses", "hook_ses_topic_arns", "arn:aws:sns:us-east-1:123456789012:ses"),
+        ("/hooks/email/sendgrid", "hook_sendgrid_public_key",
+         "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEx8egFSeO/rqMp/wLWQxlkeXqn1HVlLNdZyGVW6ycba+MX2G4HIEB/BxNDv6iD3uOSBIw4Jhf"
+         "ipJNPkMIJ8MxqQ=="),
+        ("/hooks/email/mailgun", "hook_mailgun_signing_key", SECRET),
+        ("/hooks/email/postmark", "hook_postmark_basic_auth", "pm:pw-0123456789"),
+        ("/hooks/sms/twilio", "hook_twilio_auth_token", SECRET),
+        ("/hooks/sms/smpp", "hook_smpp_basic_auth", "gw:pw-0123456789"),
+    ],
+)  # fmt: skip
+async def test_every_provider_refuses_an_oversize_body_with_413(settings, redis, path, setting, value):
+    limited = settings.replace(hook_max_body_bytes=1024, **{setting: value})
+    async with running_edge(limited) as (_app, client):
+        response = await client.post(path, content=b"x" * 1025)
+        await assert_no_events(redis, limited)
+    assert response.status_code == 413
+
+
 async def test_a_body_over_the_limit_gets_413_whether_declared_or_streamed(hook_settings, redis):
     big = b"[" + b" " * 5000 + b"]"
 
