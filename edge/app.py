@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         routes=[
             Route("/health", health, methods=["GET", "HEAD"]),
             Route("/ready", ready, methods=["GET", "HEAD"]),
+            Route("/metrics", state.metrics.endpoint, methods=["GET"]),
             Route("/hooks/{channel}/{provider}", hooks.handle, methods=["POST"]),
             # The API (and its schema at /api/v1/openapi.json): off the hot path, behind API keys.
             Mount("/api/v1", app=build_api(state)),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -56,6 +57,8 @@ class EventBuffer:
         self.mode = "redis"
         self.reason = ""
         self.redis_down = False  # the last write or probe failed to reach Redis
+        self.redis_errors = 0
+        self.on_batch: Callable[[int, float], None] | None = None  # (events, seconds) of each stream write
         self.accepted = 0
         self.written = 0
         self.spooled = 0
@@ -106,10 +109,14 @@ class EventBuffer:
         async with self._write_lock:
             if self.mode == "redis":
                 try:
+                    started = time.perf_counter()
                     await self._xadd({shard: encode_event(records) for shard, records in by_shard.items()})
                     self.written += len(batch)
+                    if self.on_batch is not None:
+                        self.on_batch(len(batch), time.perf_counter() - started)
                     return
                 except (RedisError, OSError) as exc:
+                    self.redis_errors += 1
                     self.redis_down = True
                     self._enter_spool_mode(f"Redis write failed: {exc!r}")
             self._to_spool([(shard, encode_event(r)) for shard, records in by_shard.items() for r in records])

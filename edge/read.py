@@ -40,7 +40,6 @@ class ReadBeacon:
         self.max_s = settings.read_max_s
         # Never run out of GIF bytes before the maximum hold.
         self.tick_s = max(settings.read_tick_s, settings.read_max_s / (len(GIF) - 2))
-        self.held = 0
 
     async def __call__(self, scope: dict, receive: Any, send: Any, token_text: str) -> None:
         method = scope["method"]
@@ -56,7 +55,7 @@ class ReadBeacon:
             return await send(responses.GIF_BODY if method == "GET" else responses.EMPTY_BODY)
         await receive()  # the (empty) request body; the next message is the disconnect
         started = time.monotonic()
-        self.held += 1
+        self.counters.held_reads += 1
         gone = asyncio.ensure_future(receive())
         stayed = False
         try:
@@ -80,7 +79,7 @@ class ReadBeacon:
             # The client went away between two bytes; the server says so through send.
             log.debug("read beacon: client gone (%r)", exc)
         finally:
-            self.held -= 1
+            self.counters.held_reads -= 1
             gone.cancel()
             dwell = time.monotonic() - started
             if dwell >= self.min_s:

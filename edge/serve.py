@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
 
 from tracker.settings import Settings, SettingsError, settings_help
 
@@ -37,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edge: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Every worker writes its metric values here, so any worker's /metrics can sum them all.
+    # Set before the workers start (they inherit it) and emptied: values from an earlier run would add up.
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="edge-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+    for stale in Path(metrics_dir).glob("*.db"):
+        stale.unlink()
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
@@ -52,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         respawn_failed_workers=True,
     ).serve()
+    if metrics_dir.startswith(tempfile.gettempdir()):  # ours: made above for this run
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

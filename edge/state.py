@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 import asyncpg
@@ -12,6 +13,7 @@ from redis.backoff import NoBackoff
 
 from edge.event_buffer import EventBuffer
 from edge.link_cache import link_cache
+from edge.metrics import EdgeMetrics
 from edge.request_facts import RequestFacts
 from edge.short_links import short_link_cache
 from edge.spool import Spool
@@ -28,6 +30,7 @@ class EdgeCounters:
     bad_tokens: int = 0
     unknown_links: int = 0
     lookup_errors: int = 0
+    held_reads: int = 0  # read beacons open right now
 
 
 class EdgeState:
@@ -52,6 +55,10 @@ class EdgeState:
         self.facts = RequestFacts(settings.trust_forwarded_for)
         self.ids = EventIds()
         self.counters = EdgeCounters()
+        # (route, status) -> responses; plain ints on the hot path, read by /metrics.
+        self.requests: Counter[tuple[str, int]] = Counter()
+        self.metrics = EdgeMetrics(self)
+        self.events.on_batch = self.metrics.observe_batch
 
     def redis_is_down(self) -> bool:
         return self.events.redis_down
@@ -62,10 +69,12 @@ class EdgeState:
             self.settings.database_url, min_size=0, max_size=self.settings.pg_pool_size, timeout=5
         )
         await self.events.start()
+        await self.metrics.start()
         log.info("edge worker ready: %r", self.settings)
 
     async def close(self) -> None:
         await self.events.close()
+        await self.metrics.close()
         if self.pg_pool is not None:
             await self.pg_pool.close()
         await self.redis.aclose()

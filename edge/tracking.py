@@ -39,6 +39,7 @@ class TrackingRoutes:
         self.short_links = ShortLinks(state, capture)
         # Looked up once: attribute chains cost on every request.
         self._cached_links = state.links.cached
+        self.requests = state.requests
         fallback = state.settings.fallback_url
         self.fallback = responses.redirect_start(fallback.encode()) if fallback else None
 
@@ -49,32 +50,47 @@ class TrackingRoutes:
         if len(path) > self.max_path:
             start, body = responses.URI_TOO_LONG
             await send(start)
-            return await send(body)
+            await send(body)
+            self.requests["too_long", 414] += 1
+            return
         if path.startswith("/o/"):
             return await self.open_pixel(scope, send, path[3:])
         if path.startswith("/c/"):
             return await self.click(scope, send, path[3:])
-        if path.startswith("/s/"):
-            return await self.short_links(scope, send, path[3:])
-        if path.startswith("/p/"):
-            return await self.push(scope, send, path[3:])
-        if path.startswith("/r/"):
-            return await self.read(scope, receive, send, path[3:])
-        if path.startswith("/u/"):
-            return await self.unsubscribe(scope, receive, send, path[3:])
-        if path.startswith("/cf/"):
-            return await self.confirm(scope, receive, send, path[4:])
-        return await self.app(scope, receive, send)
+        # Off the two hot routes, a send wrapper that notes the status costs nothing that matters.
+        counted = _StatusSend(send)
+        try:
+            if path.startswith("/s/"):
+                route = "sms_link"
+                await self.short_links(scope, counted, path[3:])
+            elif path.startswith("/p/"):
+                route = "push"
+                await self.push(scope, counted, path[3:])
+            elif path.startswith("/r/"):
+                route = "read"
+                await self.read(scope, receive, counted, path[3:])
+            elif path.startswith("/u/"):
+                route = "unsubscribe"
+                await self.unsubscribe(scope, receive, counted, path[3:])
+            elif path.startswith("/cf/"):
+                route = "confirm"
+                await self.confirm(scope, receive, counted, path[4:])
+            else:
+                route = _other_route(path)
+                await self.app(scope, receive, counted)
+        finally:
+            self.requests[route, counted.status] += 1
 
     async def open_pixel(self, scope: dict, send: Any, token_text: str) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
-            return await self._method_not_allowed(send)
+            return await self._method_not_allowed(send, "open")
         if token_text.endswith(".gif"):
             token_text = token_text[:-4]
         # The GIF goes out whatever the token says: a broken image helps nobody.
         await send(responses.GIF_START)
         await send(responses.GIF_BODY if method == "GET" else responses.EMPTY_BODY)
+        self.requests["open", 200] += 1
         if method == "HEAD":
             return
         token = verify(self.keys, token_text)
@@ -86,7 +102,7 @@ class TrackingRoutes:
     async def click(self, scope: dict, send: Any, token_text: str) -> None:
         method = scope["method"]
         if method != "GET" and method != "HEAD":
-            return await self._method_not_allowed(send)
+            return await self._method_not_allowed(send, "click")
         token = verify(self.keys, token_text)
         if token is None or token[0] != _CLICK:
             self.state.counters.bad_tokens += 1
@@ -101,26 +117,52 @@ class TrackingRoutes:
                 self.state.counters.lookup_errors += 1
                 start, body = responses.LINK_UNAVAILABLE
                 await send(start)
-                return await send(body)
+                await send(body)
+                self.requests["click", 503] += 1
+                return
         redirect = links.redirects[index] if links is not None and index < len(links.redirects) else None
         if redirect is None:
             self.state.counters.unknown_links += 1
             return await self._link_not_found(send)
         await send(redirect)
         await send(responses.EMPTY_BODY)
+        self.requests["click", 302] += 1
         if method == "HEAD":
             return
         self.capture("clicked", channel, message_id, profile_id, scope, version, index)
 
     async def _link_not_found(self, send: Any) -> None:
-        if self.fallback is not None:
-            await send(self.fallback)
-            return await send(responses.EMPTY_BODY)
-        start, body = responses.LINK_NOT_FOUND
+        start, body = (self.fallback, responses.EMPTY_BODY) if self.fallback else responses.LINK_NOT_FOUND
         await send(start)
         await send(body)
+        self.requests["click", start["status"]] += 1
 
-    async def _method_not_allowed(self, send: Any) -> None:
+    async def _method_not_allowed(self, send: Any, route: str) -> None:
         start, body = responses.METHOD_NOT_ALLOWED
         await send(start)
         await send(body)
+        self.requests[route, 405] += 1
+
+
+class _StatusSend:
+    """Passes messages on and remembers the response status (0: none was sent)."""
+
+    __slots__ = ("send", "status")
+
+    def __init__(self, send: Any) -> None:
+        self.send = send
+        self.status = 0
+
+    async def __call__(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self.send(message)
+
+
+def _other_route(path: str) -> str:
+    # A fixed set of label values: request paths never become metric labels.
+    for prefix, route in (("/api/", "api"), ("/hooks/", "hooks"), ("/health", "health"), ("/ready", "ready"),
+                          ("/metrics", "metrics"), ("/ak", "site")):  # fmt: skip
+        if path.startswith(prefix):
+            return route
+    return "other"

@@ -65,10 +65,10 @@ def edge_env(settings: Settings, **variables: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def real_edge(settings: Settings, port: int, **variables: str) -> AsyncIterator[subprocess.Popen]:
+async def real_edge(settings: Settings, port: int, *args: str, **variables: str) -> AsyncIterator[subprocess.Popen]:
     """A real Granian `edge` process on 127.0.0.1:`port`, ready to answer; killed afterwards if still running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "edge.serve", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "edge.serve", "--port", str(port), "--log-level", "warning", *args],
         env=edge_env(settings, **variables),
         stdout=subprocess.DEVNULL,
     )
