@@ -128,6 +128,7 @@ def _problem(event: Event) -> str:
         return f"unknown channel {event.channel!r}"
     if len(event.id) != 16:
         return f"event id of {len(event.id)} bytes, expected 16"
-    if event.message_id <= 0 or event.profile_id < 0:
+    # Website actions need not come from a message: they carry message 0.
+    if event.message_id < 0 or event.profile_id < 0 or (event.message_id == 0 and event.kind != "site_action"):
         return f"bad message or profile id ({event.message_id}, {event.profile_id})"
     return ""

@@ -140,7 +140,7 @@ class PostgresSink:
         return new
 
     async def _check_messages(self, conn: asyncpg.Connection, batch: Batch) -> None:
-        unknown = {event[0].message_id for event in batch.events.values()} - self._known_messages
+        unknown = {event[0].message_id for event in batch.events.values()} - self._known_messages - {0}
         if not unknown:
             return
         rows = await conn.fetch("select id from messages where id = any($1::bigint[])", list(unknown))
