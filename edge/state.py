@@ -31,6 +31,7 @@ class EdgeCounters:
     unknown_links: int = 0
     lookup_errors: int = 0
     held_reads: int = 0  # read beacons open right now
+    bad_site_hits: int = 0
 
 
 class EdgeState:

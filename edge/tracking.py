@@ -16,9 +16,10 @@ from edge.confirm import confirm_route
 from edge.push import PushCallbacks
 from edge.read import ReadBeacon
 from edge.short_links import ShortLinks
+from edge.site_pixel import SitePixel
 from edge.state import EdgeState
 from edge.unsubscribe import unsubscribe_route
-from tracker.tokens import Keyring, TokenKind, verify
+from tracker.tokens import Channel, Keyring, TokenKind, mint, verify
 
 _OPEN = int(TokenKind.OPEN)
 _CLICK = int(TokenKind.CLICK)
@@ -37,6 +38,9 @@ class TrackingRoutes:
         self.confirm = confirm_route(self.keys, capture, settings.confirm_url, settings.form_max_bytes, counters)
         self.push = PushCallbacks(self.keys, capture, settings.push_cors_origin, counters)
         self.short_links = ShortLinks(state, capture)
+        self.site = SitePixel(self.keys, capture, settings, counters)
+        self.site_param = settings.site_link_param
+        self.key_id = settings.active_key_id
         # Looked up once: attribute chains cost on every request.
         self._cached_links = state.links.cached
         self.requests = state.requests
@@ -75,6 +79,9 @@ class TrackingRoutes:
             elif path.startswith("/cf/"):
                 route = "confirm"
                 await self.confirm(scope, receive, counted, path[4:])
+            elif path.startswith("/ak"):
+                route = "site"
+                await self.site(scope, receive, counted, path)
             else:
                 route = _other_route(path)
                 await self.app(scope, receive, counted)
@@ -124,6 +131,11 @@ class TrackingRoutes:
         if redirect is None:
             self.state.counters.unknown_links += 1
             return await self._link_not_found(send)
+        if self.site_param:
+            # The landing page's pixel picks this up to tie later site actions to the profile.
+            ref = mint(self.keys, self.key_id, TokenKind.REF, Channel.SITE, message_id, profile_id)
+            url = links.table.links[index].url
+            redirect = responses.redirect_start(with_query_param(url, self.site_param, ref).encode("ascii"))
         await send(redirect)
         await send(responses.EMPTY_BODY)
         self.requests["click", 302] += 1
@@ -166,3 +178,10 @@ def _other_route(path: str) -> str:
         if path.startswith(prefix):
             return route
     return "other"
+
+
+def with_query_param(url: str, name: str, value: str) -> str:
+    """`url` with `name=value` added to its query, before any fragment (both are URL-safe)."""
+    base, hash_mark, fragment = url.partition("#")
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}{name}={value}{hash_mark}{fragment}"

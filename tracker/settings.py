@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,16 @@ class Settings:
         "TRACKER_TRUST_FORWARDED_FOR", False, _bool, "take the client IP from X-Forwarded-For"
     )
     pg_pool_size: int = _setting("TRACKER_PG_POOL_SIZE", 4, _int(1, 1000), "Postgres pool size per process")
+    site_keys: str = _setting(
+        "TRACKER_SITE_KEYS", "", str, "comma-separated site keys the website pixel accepts (empty: pixel off)"
+    )
+    site_link_param: str = _setting(
+        "TRACKER_SITE_LINK_PARAM", "", str,
+        "query parameter a click adds to the landing URL with a signed ref for the website pixel (empty: off)",
+    )
+    site_max_bytes: int = _setting(
+        "TRACKER_SITE_MAX_BYTES", 4096, _int(256, 65_536), "largest website pixel event (413 above)"
+    )
     short_link_cache_size: int = _setting(
         "TRACKER_SHORT_LINK_CACHE_SIZE", 100_000, _int(1, 10**8), "SMS short codes kept in each edge process"
     )
@@ -348,6 +359,8 @@ class Settings:
                 f"TRACKER_SIGNING_KEY_ID={self.signing_key_id}: no such key in TRACKER_SIGNING_KEYS "
                 f"(have {sorted(self.signing_keys)})"
             )
+        if self.site_link_param and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", self.site_link_param):
+            raise SettingsError("TRACKER_SITE_LINK_PARAM: expected letters, digits and underscores")
         if not self.stream_prefix or any(c in self.stream_prefix for c in "{} \r\n"):
             raise SettingsError("TRACKER_STREAM_PREFIX: expected a non-empty name without braces or spaces")
 
