@@ -29,7 +29,8 @@ from redis.exceptions import ResponseError
 
 from flusher._retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Backoff
 from flusher.batch import Batch
-from flusher.sink import PostgresSink
+from flusher.metrics import FlusherMetrics, MetricsPublisher
+from flusher.sink import PostgresSink, Stored
 from flusher.streams import EventStreams, open_redis
 from tracker.settings import Settings
 
@@ -64,6 +65,10 @@ class Flusher:
         self._closing_at = 0.0
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=len(self.sinks))
         self.stats = dict.fromkeys(_STATS, 0)
+        self.metrics = FlusherMetrics(self.consumer)
+        self.metrics_publisher = MetricsPublisher(
+            self.redis, settings.stream_prefix, self.streams.streams, self.metrics
+        )
 
     def close(self) -> None:
         """Ask the worker to stop (safe from a signal handler); `run()` returns when it has."""
@@ -76,6 +81,7 @@ class Flusher:
         log.info("flusher %s starting on %d streams%s", self.consumer, len(self.streams.streams),
                  " (burst)" if self.burst else "")  # fmt: skip
         heartbeat = asyncio.create_task(self._heartbeat_loop())
+        publisher = asyncio.create_task(self.metrics_publisher.run())
         try:
             await self._retry("Redis: create consumer groups", self.streams.ensure_groups, REDIS_TRANSIENT)
             await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
@@ -91,11 +97,15 @@ class Flusher:
         except Stopping:
             pass
         finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
+            for task in (heartbeat, publisher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(*REDIS_TRANSIENT):
                 await self.streams.forget_heartbeat()
+            # The final numbers, kept for the TTL; bounded so a vanished Redis cannot hold up the exit.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.metrics_publisher.publish(), 2.0)
             for sink in self.sinks:
                 await sink.close()
             await self.redis.aclose()
@@ -195,7 +205,15 @@ class Flusher:
     async def flush_batch(self, batch: Batch, sink: PostgresSink | None = None) -> None:
         """Commit the batch to Postgres, then dead-letter its faults and acknowledge it all."""
         sink = sink or self.sink
-        stored = await self._retry(f"Postgres: store a batch of {len(batch)}", lambda: sink.store(batch),
+
+        async def store() -> Stored:
+            started = time.perf_counter()
+            stored = await sink.store(batch)
+            # Only attempts that committed: a failed try's time is the retry's story, not the commit's.
+            self.metrics.observe_commit(time.perf_counter() - started)
+            return stored
+
+        stored = await self._retry(f"Postgres: store a batch of {len(batch)}", store,
                                    POSTGRES_TRANSIENT, on_failure=sink.drop_connection)  # fmt: skip
         await self._retry("Redis: acknowledge", lambda: self.streams.acknowledge(batch.acks, batch.faults))
         for fault in batch.faults:
@@ -207,6 +225,7 @@ class Flusher:
         stats["stored"] += stored.new
         stats["duplicates"] += stored.duplicates
         stats["dead_lettered"] += len(batch.faults)
+        self.metrics.batch_done(stored.new, stored.duplicates, len(batch.faults))
         try:
             stats["trimmed"] += await self.streams.trim(list(batch.acks))
         except (*REDIS_TRANSIENT, ResponseError) as exc:

@@ -63,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     mig = sub.add_parser("migrate", help="apply the schema migrations to DATABASE_URL")
     mig.set_defaults(handler=cmd_migrate)
+
+    stats = sub.add_parser(
+        "stats",
+        help="streams, pending entries, dead letters, flushers, this host's spool, Redis: what an incident needs",
+        description="Read Redis only (REDIS_URL, TRACKER_STREAM_PREFIX, TRACKER_STREAM_SHARDS) and show per stream "
+        "shard its length, consumer groups, pending entries and the age of the oldest, unread entries, consumers "
+        "with pending counts and idle times; the dead-letter stream; flusher heartbeats and metrics (rows written, "
+        "lag); Redis memory, ops/s and clients; and the edge spool files in TRACKER_SPOOL_DIR of this host (spools "
+        "are local: look at each edge host). Exit 0, or 1 when Redis is unreachable.",
+    )
+    stats.add_argument(
+        "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+        help="redraw every SECONDS (default 2) until Ctrl-C, which exits 0; an unreachable Redis is shown, not fatal",
+    )  # fmt: skip
+    stats.add_argument("--json", action="store_true", help="one JSON document (with --watch: one per line)")
+    stats.set_defaults(handler=cmd_stats)
     add_api_commands(sub)
     return parser
 
@@ -75,6 +91,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     applied = asyncio.run(migrate(settings.database_url))
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from tracker.ops_stats import run
+
+    if args.watch is not None and args.watch <= 0:
+        print(f"tracker stats: --watch {args.watch:g}: expected a number of seconds above 0", file=sys.stderr)
+        return EXIT_USAGE
+    return run(Settings.from_env(), watch_s=args.watch, as_json=args.json)
 
 
 def _signing_keys(data_dir: Path) -> str:

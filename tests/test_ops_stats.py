@@ -1,0 +1,171 @@
+"""`tracker stats`: what an operator sees of streams, pending entries, dead letters, flushers and the spool."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tracker.cli import main
+from tracker.keys import (
+    CONSUMER_GROUP,
+    dead_letter_stream,
+    event_stream,
+    flusher_heartbeat_key,
+    flusher_metrics_key,
+)
+
+
+@pytest.fixture
+def stats_env(settings, monkeypatch):
+    """The environment `tracker stats` reads, pointing at this test's prefix and spool folder."""
+    env = {
+        "REDIS_URL": settings.redis_url,
+        "TRACKER_STREAM_PREFIX": settings.stream_prefix,
+        "TRACKER_STREAM_SHARDS": "2",
+        "TRACKER_SPOOL_DIR": str(settings.spool_dir),
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+async def an_incident(redis, settings, spool_holder: list[int]) -> int:
+    """Shard 0: three entries, two delivered to a consumer and not acknowledged; shard 1: empty.
+
+    One dead letter, one flusher with heartbeat and metrics, a spool file held
+    by a live writer (this process) and an orphan one half replayed. Returns
+    Redis' clock in ms at set-up, which the entry ids are relative to.
+    """
+    prefix = settings.stream_prefix
+    seconds, micros = await redis.time()
+    now_ms = seconds * 1000 + micros // 1000
+    shard0, shard1 = event_stream(prefix, 0), event_stream(prefix, 1)
+    for stream in (shard0, shard1):
+        await redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+    for age_ms in (10_000, 5_000, 1_000):
+        await redis.xadd(shard0, {b"e": b"x"}, id=f"{now_ms - age_ms}-0")
+    await redis.xreadgroup(CONSUMER_GROUP, "flusher-a", {shard0: ">"}, count=2)
+    await redis.xadd(dead_letter_stream(prefix), {b"e": b"\xc1", b"reason": b"undecodable entry: boom"})
+    heartbeat = {"consumer": "flusher-a", "pid": 4242, "at": time.time() - 1}
+    await redis.set(flusher_heartbeat_key(prefix, "flusher-a"), json.dumps(heartbeat), ex=30)
+    snapshot = {"consumer": "flusher-a", "batches": 3, "rows_written": 250, "duplicates": 1, "dead_lettered": 1,
+                "lag_s": 10.0, "commit_seconds": {"buckets": {"+Inf": 3}, "sum": 0.03, "count": 3}, "at": time.time()}
+    await redis.set(flusher_metrics_key(prefix, "flusher-a"), json.dumps(snapshot), ex=15)
+
+    spool = settings.spool_dir
+    spool.mkdir(parents=True)
+    (spool / "edge-111.spool").write_bytes(b"x" * 300)
+    (spool / "edge-111.offset").write_text("100")
+    held = os.open(spool / "edge-222.spool", os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(held, b"y" * 50)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    spool_holder.append(held)
+    return now_ms
+
+
+@pytest.fixture
+def spool_holder():
+    fds: list[int] = []
+    yield fds
+    for fd in fds:
+        os.close(fd)
+
+
+async def test_json_output_counts_streams_pending_dead_letters_flushers_and_spool(
+    settings, redis, stats_env, spool_holder, capsys
+):
+    await an_incident(redis, settings, spool_holder)
+    assert main(["stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    prefix = settings.stream_prefix
+
+    shard0, shard1 = stats["streams"]
+    assert (shard0["stream"], shard0["length"]) == (event_stream(prefix, 0), 3)
+    (group,) = shard0["groups"]
+    assert (group["name"], group["pending"], group["unread"]) == (CONSUMER_GROUP, 2, 1)
+    assert 9.0 <= group["oldest_pending_age_s"] < 15.0
+    assert 0.5 <= group["oldest_unread_age_s"] < 6.0
+    assert group["last_delivered_id"].endswith("-0")
+    (consumer,) = group["consumers"]
+    assert (consumer["name"], consumer["pending"]) == ("flusher-a", 2)
+    assert 0 <= consumer["idle_s"] < 5
+    (empty,) = shard1["groups"]
+    assert (shard1["length"], empty["pending"], empty["oldest_pending_age_s"], empty["unread"]) == (0, 0, None, 0)
+
+    dead = stats["dead_letters"]
+    assert (dead["stream"], dead["length"], dead["newest_reason"]) == (
+        dead_letter_stream(prefix), 1, "undecodable entry: boom")  # fmt: skip
+
+    (beat,) = stats["flushers"]
+    assert (beat["consumer"], beat["pid"]) == ("flusher-a", 4242)
+    assert 0.5 <= beat["age_s"] < 5 and 0 < beat["expires_in_s"] <= 30
+    (metrics,) = stats["flusher_metrics"]
+    assert (metrics["rows_written"], metrics["lag_s"]) == (250, 10.0)
+
+    spool = stats["spool"]
+    assert spool["directory"] == str(settings.spool_dir.absolute()) and "local" in spool["note"]
+    files = {f["name"]: f for f in spool["files"]}
+    assert (files["edge-111.spool"]["bytes"], files["edge-111.spool"]["replayed_bytes"]) == (300, 100)
+    assert files["edge-111.spool"]["locked"] is False
+    assert (files["edge-222.spool"]["bytes"], files["edge-222.spool"]["locked"]) == (50, True)
+    assert files["edge-222.spool"]["holder_pid"] == os.getpid()
+
+    server = stats["redis"]
+    assert server["used_memory_bytes"] > 0 and server["connected_clients"] >= 1 and server["ops_per_sec"] >= 0
+
+
+async def test_the_table_for_people_shows_the_same_facts(settings, redis, stats_env, spool_holder, capsys):
+    await an_incident(redis, settings, spool_holder)
+    assert main(["stats"]) == 0
+    table = capsys.readouterr().out
+    assert event_stream(settings.stream_prefix, 0) in table
+    assert "flusher-a" in table and "alive" in table and "250" in table
+    assert "Dead letters: 1" in table and "undecodable entry: boom" in table
+    assert "orphan, awaiting replay" in table and f"held by pid {os.getpid()}" in table
+
+
+async def test_without_any_stream_or_flusher_it_says_so_and_exits_0(settings, redis, stats_env, capsys):
+    assert main(["stats"]) == 0
+    table = capsys.readouterr().out
+    assert "no flusher is running" in table and "folder does not exist" in table
+
+
+def test_unreachable_redis_exits_1_with_a_clear_message(stats_env, free_port, monkeypatch, capsys):
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port}/0")
+    assert main(["stats", "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"tracker stats: Redis unreachable at redis://127.0.0.1:{free_port}/0")
+
+
+def test_bad_watch_interval_and_missing_redis_url_are_usage_errors(stats_env, monkeypatch, capsys):
+    assert main(["stats", "--watch", "0"]) == 2
+    assert "--watch 0" in capsys.readouterr().err
+    monkeypatch.delenv("REDIS_URL")
+    assert main(["stats"]) == 2
+    assert "REDIS_URL" in capsys.readouterr().err
+
+
+async def test_watch_redraws_in_place_and_ctrl_c_exits_0(settings, redis, stats_env):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tracker.cli", "stats", "--watch", "0.2"],
+        env={**os.environ, **stats_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(1.5)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    frames = out.decode().split("\x1b[H\x1b[2J")
+    assert len(frames) >= 3 and "Event streams" in frames[-1]
