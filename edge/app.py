@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         settings = Settings.from_env()
     state = EdgeState(settings)
     hooks = WebhookRoutes(state)
+    state.metrics.webhook_counts = hooks.counters
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -70,6 +70,11 @@ class EdgeMetrics:
             "edge_flush_seconds", "Latency of one stream write (MULTI/EXEC of XADDs)", registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )  # fmt: skip
+        self.webhooks = Counter(
+            "edge_webhook_reports", "Delivery reports by channel, provider and outcome",
+            ["channel", "provider", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.webhook_counts: Any = {}  # the webhook routes' Counter, set by the app factory
         self._seen: dict[Any, int] = {}
         self._task: asyncio.Task | None = None
 
@@ -105,6 +110,8 @@ class EdgeMetrics:
         for cache_name, cache in (("link_table", state.links), ("short_link", state.short_links)):
             self._grow((cache_name, "hit"), self.cache.labels(cache_name, "hit"), cache.hits)
             self._grow((cache_name, "miss"), self.cache.labels(cache_name, "miss"), cache.misses)
+        for (channel, provider, outcome), count in list(self.webhook_counts.items()):
+            self._grow(("hook", channel, provider, outcome), self.webhooks.labels(channel, provider, outcome), count)
         self.spool_bytes.set(state.spool.size)
         self.spooling.set(1 if events.mode != "redis" else 0)
         self.held_reads.set(counters.held_reads)
