@@ -36,11 +36,7 @@ _decode_row = msgspec.json.Decoder(ProfileIn).decode
 # so one bad row does not abort the chunk's transaction.
 _UPSERT = """
 with target as (
-    select id from profiles
-    where case when $1::text is not null then external_id = $1
-               when $2::text is not null then email = $2
-               else phone = $3 end
-    for update
+    select id from profiles where {key} for update
 ), clash as (
     select case
         when $2::text is not null and exists (
@@ -64,6 +60,14 @@ with target as (
 )
 select (select field from clash) as clash, exists (select from inserted) as created
 """
+# One statement per kind of key, so each finds its profile through that column's unique index.
+_UPSERTS = {
+    key: _UPSERT.format(key=f"{key} = ${n}::text") for n, key in enumerate(("external_id", "email", "phone"), start=1)
+}
+
+
+def _statement(args: tuple[Any, ...]) -> str:
+    return _UPSERTS["external_id" if args[0] is not None else "email" if args[1] is not None else "phone"]
 
 
 @dataclass
@@ -131,7 +135,7 @@ def _format(request: Request) -> str:
 async def _apply(conn: asyncpg.Connection, chunk: list[_Row], summary: _Summary) -> None:
     try:
         async with conn.transaction():
-            outcomes = [await conn.fetchrow(_UPSERT, *row.args) for row in chunk]
+            outcomes = [await conn.fetchrow(_statement(row.args), *row.args) for row in chunk]
     except asyncpg.UniqueViolationError:
         # A concurrent writer took a key between our check and our write: redo the chunk
         # row by row, each in a savepoint, so only the rows that really conflict fail.
@@ -140,7 +144,7 @@ async def _apply(conn: asyncpg.Connection, chunk: list[_Row], summary: _Summary)
             for row in chunk:
                 try:
                     async with conn.transaction():
-                        outcomes.append(await conn.fetchrow(_UPSERT, *row.args))
+                        outcomes.append(await conn.fetchrow(_statement(row.args), *row.args))
                 except asyncpg.UniqueViolationError as exc:
                     outcomes.append({"clash": exc.constraint_name or "key", "created": False})
     for row, outcome in zip(chunk, outcomes, strict=True):
