@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -71,6 +73,7 @@ async def real_edge(settings: Settings, port: int, *args: str, **variables: str)
         [sys.executable, "-m", "edge.serve", "--port", str(port), "--log-level", "warning", *args],
         env=edge_env(settings, **variables),
         stdout=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the workers go down with it
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -85,5 +88,11 @@ async def real_edge(settings: Settings, port: int, *args: str, **variables: str)
         yield process
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # any worker left behind
+        process.wait()
