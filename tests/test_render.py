@@ -117,6 +117,9 @@ async def test_sms_links_become_short_links_that_resolve_to_recipient_and_link(s
                 registered.message_id, 1, index, recipient.profile_id
             )  # fmt: skip
             seen.add(code)
+        # The ref for the gateway's delivery reports names this message and recipient on the SMS channel.
+        ref = verify(Keyring(settings.signing_keys), recipient.headers["X-Tracker-Ref"])
+        assert ref[:4] == (TokenKind.REF, Channel.SMS, registered.message_id, recipient.profile_id)
     assert len(seen) == 2 * len(profiles)
     # A second render for the same recipients hands out the same codes.
     _info, again = await render_message(pg, settings, registered.message_id, profiles, redis=redis)

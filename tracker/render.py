@@ -121,7 +121,9 @@ class Renderer:
         return Rendered(profile_id, body, headers)
 
     def sms(self, profile_id: int, codes: dict[tuple[int, int], str]) -> Rendered:
-        return Rendered(profile_id, self._fill(profile_id, codes)[0])
+        # The ref goes on the gateway's delivery-report URL (e.g. Twilio StatusCallback ?tracker_ref=...).
+        headers = {"X-Tracker-Ref": self.tokens.token(TokenKind.REF, profile_id)}
+        return Rendered(profile_id, self._fill(profile_id, codes)[0], headers)
 
     def push(self, profile_id: int) -> Rendered:
         url = f"{self.base}/p/{self.tokens.token(TokenKind.PUSH, profile_id)}"
