@@ -15,8 +15,9 @@ from redis.asyncio import Redis
 from edge import responses
 from edge.capture import Capture
 from edge.tiered_cache import TieredCache
+from tracker.keys import short_link_key
 from tracker.settings import Settings
-from tracker.short_links import CODE_PATTERN, ShortLink, resolve, short_link_key
+from tracker.short_links import CODE_PATTERN, ShortLink, resolve
 from tracker.tokens import Channel
 
 _SMS = int(Channel.SMS)

@@ -31,6 +31,11 @@ def link_table_key(prefix: str, message_id: int, version: int) -> str:
     return f"{prefix}:links:{message_id}:{version}"
 
 
+def short_link_key(prefix: str, code: str) -> str:
+    """The Redis copy of an SMS short code (tracker.short_links.ShortLink, msgpack)."""
+    return f"{prefix}:short:{code}"
+
+
 def flusher_heartbeat_key(prefix: str, consumer: str) -> str:
     return f"{prefix}:flusher:alive:{consumer}"
 

@@ -18,6 +18,8 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from tracker.keys import short_link_key
+
 log = logging.getLogger("tracker.short_links")
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -35,10 +37,6 @@ class ShortLink(msgspec.Struct, frozen=True, array_like=True):
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(ShortLink).decode
-
-
-def short_link_key(prefix: str, code: str) -> str:
-    return f"{prefix}:short:{code}"
 
 
 def new_code(length: int = CODE_LEN) -> str:
