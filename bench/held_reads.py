@@ -134,10 +134,12 @@ async def run(args: argparse.Namespace) -> int:
                 break
             await asyncio.sleep(0.5)
         peak = max(samples)
+        each_kb = (peak - base_rss) * 1024 / max(len(writers), 1)
+        share = 100 * held_cpu / held_for
         print(f"edge worker RSS: {base_rss:.1f} MB idle, {peak:.1f} MB holding {len(writers)} "
-              f"(+{(peak - base_rss) * 1024 / max(len(writers), 1):.1f} KB each), {after_rss:.1f} MB after")  # fmt: skip
+              f"(+{each_kb:.1f} KB each), {after_rss:.1f} MB after")  # fmt: skip
         print(f"edge worker CPU while holding: {held_cpu:.2f} s over {held_for:.0f} s "
-              f"= {100 * held_cpu / held_for:.1f}% of a core (one byte per {args.tick:g} s per connection)")  # fmt: skip
+              f"= {share:.1f}% of a core (one byte per {args.tick:g} s per connection)")  # fmt: skip
         print(f"read events in the stream: {reads} of {len(writers)}")
         return 0 if reads == len(writers) else 1
     finally:
