@@ -55,8 +55,16 @@ async def an_incident(redis, settings, spool_holder: list[int]) -> int:
     await redis.xadd(dead_letter_stream(prefix), {b"e": b"\xc1", b"reason": b"undecodable entry: boom"})
     heartbeat = {"consumer": "flusher-a", "pid": 4242, "at": time.time() - 1}
     await redis.set(flusher_heartbeat_key(prefix, "flusher-a"), json.dumps(heartbeat), ex=30)
-    snapshot = {"consumer": "flusher-a", "batches": 3, "rows_written": 250, "duplicates": 1, "dead_lettered": 1,
-                "lag_s": 10.0, "commit_seconds": {"buckets": {"+Inf": 3}, "sum": 0.03, "count": 3}, "at": time.time()}
+    snapshot = {
+        "consumer": "flusher-a",
+        "batches": 3,
+        "rows_written": 250,
+        "duplicates": 1,
+        "dead_lettered": 1,
+        "lag_s": 10.0,
+        "commit_seconds": {"buckets": {"+Inf": 3}, "sum": 0.03, "count": 3},
+        "at": time.time(),
+    }
     await redis.set(flusher_metrics_key(prefix, "flusher-a"), json.dumps(snapshot), ex=15)
 
     spool = settings.spool_dir
