@@ -43,15 +43,15 @@ def page(status: int, title: str, text: str, extra: str = "") -> tuple[dict, dic
         "button{font:inherit;padding:.5em 1.2em}</style>"
         f"<title>{html.escape(title)}</title><h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{extra}"
     ).encode()
+    return complete(status, b"text/html; charset=utf-8", body, [*NO_CACHE, (b"x-content-type-options", b"nosniff")])
+
+
+def complete(status: int, content_type: bytes, body: bytes, headers: list | None = None) -> tuple[dict, dict]:
+    """(start, body) messages of a whole response, built once."""
     start = {
         "type": "http.response.start",
         "status": status,
-        "headers": [
-            (b"content-type", b"text/html; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-            *NO_CACHE,
-            (b"x-content-type-options", b"nosniff"),
-        ],
+        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *(headers or [])],
     }
     return start, {"type": "http.response.body", "body": body}
 

@@ -97,20 +97,10 @@ class SitePixel:
         self.max_bytes = settings.site_max_bytes
         script = _SCRIPT.replace("__PARAM__", settings.site_link_param).encode()
         cors = [(b"access-control-allow-origin", b"*")]
-        self.script = (
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/javascript; charset=utf-8"),
-                    (b"content-length", str(len(script)).encode()),
-                    (b"cache-control", b"public, max-age=3600"),
-                    (b"x-content-type-options", b"nosniff"),
-                    *cors,
-                ],
-            },
-            {"type": "http.response.body", "body": script},
-        )
+        self.script = responses.complete(
+            200, b"application/javascript; charset=utf-8", script,
+            [(b"cache-control", b"public, max-age=3600"), (b"x-content-type-options", b"nosniff"), *cors],
+        )  # fmt: skip
         self.accepted = {"type": "http.response.start", "status": 204, "headers": [*responses.NO_CACHE, *cors]}
         self.gif = {**responses.GIF_START, "headers": [*responses.GIF_START["headers"], *cors]}
 
@@ -160,13 +150,4 @@ class SitePixel:
 
 def _problem(status: int, code: str, message: str) -> tuple[dict, dict]:
     body = msgspec.json.encode({"error": {"code": code, "message": message}})
-    start = {
-        "type": "http.response.start",
-        "status": status,
-        "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"access-control-allow-origin", b"*"),
-        ],
-    }
-    return start, {"type": "http.response.body", "body": body}
+    return responses.complete(status, b"application/json", body, [(b"access-control-allow-origin", b"*")])
