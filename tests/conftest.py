@@ -11,6 +11,7 @@ import os
 import secrets
 import tempfile
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,18 +44,25 @@ def pg_admin_url() -> Iterator[str]:
         server.wipe()
 
 
-@pytest.fixture(scope="session")
-async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
-    name = "trk_test_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(pg_admin_url)
+@asynccontextmanager
+async def fresh_database(admin_url: str, prefix: str = "trk_test_") -> AsyncIterator[str]:
+    """A new, migrated database on the admin URL's server, dropped afterwards."""
+    name = prefix + secrets.token_hex(4)
+    admin = await asyncpg.connect(admin_url)
     await admin.execute(f'create database "{name}"')
-    url = with_database(pg_admin_url, name)
+    url = with_database(admin_url, name)
     try:
         await migrate(url)
         yield url
     finally:
         await admin.execute(f'drop database if exists "{name}" with (force)')
         await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    async with fresh_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

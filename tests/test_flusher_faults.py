@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import secrets
 import signal
 import subprocess
 import tempfile
@@ -16,7 +15,6 @@ import asyncpg
 import pytest
 
 from flusher.worker import Flusher
-from tests.conftest import with_database
 from tests.flusher_helpers import (
     FLUSHER_COMMAND,
     Workload,
@@ -40,16 +38,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 async def own_database(pg_admin_url: str) -> AsyncIterator[str]:
     """A database of its own, for the heavy tests: counts are exact, nothing else writes there."""
-    name = "trk_flusher_" + secrets.token_hex(4)
-    admin = await asyncpg.connect(pg_admin_url)
-    await admin.execute(f'create database "{name}"')
-    url = with_database(pg_admin_url, name)
-    try:
-        await migrate(url)
+    async with fresh_database(pg_admin_url, "trk_flusher_") as url:
         yield url
-    finally:
-        await admin.execute(f'drop database if exists "{name}" with (force)')
-        await admin.close()
 
 
 async def count_stored(pg: asyncpg.Connection, workload: Workload) -> int:
