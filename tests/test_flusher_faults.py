@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from flusher.worker import Flusher
+from tests.conftest import fresh_database
 from tests.flusher_helpers import (
     FLUSHER_COMMAND,
     Workload,
