@@ -215,6 +215,11 @@ class Flusher:
 
         stored = await self._retry(f"Postgres: store a batch of {len(batch)}", store,
                                    POSTGRES_TRANSIENT, on_failure=sink.drop_connection)  # fmt: skip
+        # Action hooks see committed events only: copied to the committed streams before the XACK.
+        from flusher.hooks.feed import CommittedFeed
+
+        feed = CommittedFeed.attached_to(self)
+        await self._retry("Redis: forward to hooks", lambda: feed.forward(batch))
         await self._retry("Redis: acknowledge", lambda: self.streams.acknowledge(batch.acks, batch.faults))
         for fault in batch.faults:
             log.warning("dead-lettered %s %s: %s", fault.stream, _text(fault.entry_id), fault.reason)

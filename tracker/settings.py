@@ -328,6 +328,53 @@ class Settings:
     hook_smpp_basic_auth: str = _setting(
         "TRACKER_HOOK_SMPP_BASIC_AUTH", "", str, "USER:PASSWORD of SMPP delivery receipts (empty: disabled)"
     )
+    # -- hooks --
+    # Action hooks (outgoing): the secrets of each hook live in Postgres, not here.
+    hooks_consumer: str = _setting(
+        "TRACKER_HOOKS_CONSUMER", "", str, "hooks worker's consumer name in every hook group (empty: hostname-pid)"
+    )
+    hooks_check_interval_s: float = _setting(
+        "TRACKER_HOOKS_CHECK_INTERVAL_S", 1.0, _float(0, 3600),
+        "how long the flusher trusts its answer to 'does any hook exist' (a new hook waits up to this long)",
+    )  # fmt: skip
+    hooks_entry_max_events: int = _setting(
+        "TRACKER_HOOKS_ENTRY_MAX_EVENTS", 1000, _int(1, 100_000), "events per committed-stream entry, at most"
+    )
+    hooks_read_entries: int = _setting(
+        "TRACKER_HOOKS_READ_ENTRIES", 10, _int(1, 10_000), "committed-stream entries a hook takes per read"
+    )
+    hooks_retry_min_s: float = _setting(
+        "TRACKER_HOOKS_RETRY_MIN_S", 0.5, _float(0.001, 3600), "first pause after a failed delivery (then doubled)"
+    )
+    hooks_retry_max_s: float = _setting(
+        "TRACKER_HOOKS_RETRY_MAX_S", 60.0, _float(0.001, 86400), "longest pause between delivery tries"
+    )
+    hooks_pause_after_failures: int = _setting(
+        "TRACKER_HOOKS_PAUSE_AFTER_FAILURES", 10, _int(0, 10**6),
+        "consecutive failed tries after which a hook is set to failing (paused, backlog kept; 0: never)",
+    )  # fmt: skip
+    hooks_dead_letter_after_s: float = _setting(
+        "TRACKER_HOOKS_DEAD_LETTER_AFTER_S", 86400.0, _float(0, 10**8),
+        "a delivery still failing (3 tries at least) with events committed longer ago than this is dead-lettered",
+    )  # fmt: skip
+    hooks_dead_letter_max_len: int = _setting(
+        "TRACKER_HOOKS_DEAD_LETTER_MAX_LEN", 100_000, _int(1, 10**9), "entries kept per hook dead-letter stream"
+    )
+    hooks_reload_s: float = _setting(
+        "TRACKER_HOOKS_RELOAD_S", 5.0, _float(0.05, 3600), "how often the worker re-reads hook definitions"
+    )
+    hooks_claim_idle_ms: int = _setting(
+        "TRACKER_HOOKS_CLAIM_IDLE_MS", 60_000, _int(1, 10**9), "pending this long, an entry of another worker is taken"
+    )
+    hooks_heartbeat_ttl_s: int = _setting(
+        "TRACKER_HOOKS_HEARTBEAT_TTL_S", 30, _int(2, 86400), "TTL of the hooks worker heartbeat key"
+    )
+    hooks_replay_max_events: int = _setting(
+        "TRACKER_HOOKS_REPLAY_MAX_EVENTS", 1_000_000, _int(1, 10**9), "events one replay request may queue"
+    )
+    hooks_test_timeout_s: float = _setting(
+        "TRACKER_HOOKS_TEST_TIMEOUT_S", 20.0, _float(0.1, 600), "how long the API waits for a test delivery's answer"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -14,10 +14,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edge.api import messages, profile_import, profiles, subscriptions
+from edge.api import hooks, messages, profile_import, profiles, subscriptions
 from edge.api._http import ApiContext, Endpoint, http_exception, json_response, wrap
 from edge.api.openapi import build_openapi
 from edge.api.schemas import (
+    DeadLetterList,
+    DeadLettersRequeued,
+    Hook,
+    HookIn,
+    HookList,
+    HookPatch,
+    HookTestResult,
     ImportSummary,
     Message,
     MessageIn,
@@ -30,6 +37,8 @@ from edge.api.schemas import (
     ProfilePatch,
     RenderIn,
     RenderOut,
+    ReplayIn,
+    ReplayQueued,
     Resource,
     ResourceIn,
     ResourceList,
@@ -89,6 +98,35 @@ ENDPOINTS = [
              "Counters per event kind (totals and unique profiles)", response=MessageStats, errors=(404,)),
     Endpoint("POST", "/messages/{message_id}/render", messages.render, "write",
              "Tracked content for each recipient", RenderIn, RenderOut, 200, (*_BODY, 404)),
+    # -- action hooks (edge/api/hooks.py) --
+    Endpoint("GET", "/hooks", hooks.list_hooks, "read", "List action hooks with state and backlog",
+             response=HookList),
+    Endpoint("POST", "/hooks", hooks.create_hook, "write",
+             "Create an action hook (HTTP, RabbitMQ or Kafka); secrets are never shown again", HookIn, Hook, 201,
+             _BODY),
+    Endpoint("GET", "/hooks/{hook_id}", hooks.get_hook, "read", "Read a hook, its state and backlog",
+             response=Hook, errors=(404,)),
+    Endpoint("PATCH", "/hooks/{hook_id}", hooks.update_hook, "write",
+             "Change a hook's name, destination or filter (a left-out secret is kept)", HookPatch, Hook, 200,
+             (*_BODY, 404)),
+    Endpoint("DELETE", "/hooks/{hook_id}", hooks.delete_hook, "write",
+             "Delete a hook and drop its backlog and dead letters", status=204, errors=(404,)),
+    Endpoint("POST", "/hooks/{hook_id}/pause", hooks.pause_hook, "write",
+             "Pause a hook: nothing is sent, its backlog is kept", response=Hook, errors=(404,)),
+    Endpoint("POST", "/hooks/{hook_id}/resume", hooks.resume_hook, "write",
+             "Resume a paused or failing hook: its backlog is sent first", response=Hook, errors=(404,)),
+    Endpoint("POST", "/hooks/{hook_id}/test", hooks.test_hook, "write",
+             "Send one sample event through the hook now and report the destination's answer",
+             response=HookTestResult, errors=(404,)),
+    Endpoint("POST", "/hooks/{hook_id}/replay", hooks.replay_hook, "write",
+             "Re-send stored events of a time range or a message to this hook only", ReplayIn, ReplayQueued, 202,
+             (*_BODY, 404)),
+    Endpoint("GET", "/hooks/{hook_id}/dead-letters", hooks.list_dead_letters, "read",
+             "The oldest dead-lettered deliveries of a hook, with their last error", response=DeadLetterList,
+             errors=(404,)),
+    Endpoint("POST", "/hooks/{hook_id}/dead-letters/replay", hooks.requeue_hook_dead_letters, "write",
+             "Send a hook's dead letters again (moved to its replay stream)", response=DeadLettersRequeued,
+             status=202, errors=(404,)),
 ]  # fmt: skip
 
 

@@ -1,0 +1,238 @@
+"""Action hooks: create, list, read, change, pause, resume, delete, test, replay, dead letters.
+
+Definitions live in Postgres; the hook's consumer groups live in Redis and are
+made here, so a new hook gets every event committed from about now on (the
+flusher notices within TRACKER_HOOKS_CHECK_INTERVAL_S). Every change bumps a
+version key that makes the hooks worker reload at once. Secrets are stored and
+passed to the worker, and never returned: the API shows hints only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge.api._http import ApiContext, json_response, path_id, read_json
+from edge.api.schemas import (
+    DeadLetter,
+    DeadLetterList,
+    DeadLettersRequeued,
+    Hook,
+    HookIn,
+    HookList,
+    HookPatch,
+    HookTestResult,
+    ReplayIn,
+    ReplayQueued,
+)
+from tracker.hooks import (
+    TestReply,
+    TestRequest,
+    check_destination,
+    create_groups,
+    dead_letter_stream,
+    dead_letters,
+    decode_destination,
+    destroy_groups,
+    encode_json,
+    hooks_version_key,
+    keep_secrets,
+    public_view,
+    queue_replay,
+    requeue_dead_letters,
+    set_hooks_count,
+    test_reply_key,
+    test_requests_key,
+)
+from tracker.hooks import backlog_entries as count_backlog
+from tracker.input_errors import InputError, NotFound
+
+_COLUMNS = (
+    "id, name, destination, secrets::text as secrets, filter::text as filter, state, consecutive_failures,"
+    " last_error, last_error_at, last_success_at, delivered, dead_lettered, created_at, updated_at"
+)
+
+
+async def _hook(ctx: ApiContext, row: asyncpg.Record) -> Hook:
+    settings = ctx.settings
+    destination = decode_destination(row["secrets"])
+    backlog = await count_backlog(ctx.redis, settings.stream_prefix, settings.stream_shards, row["id"])
+    dead = await ctx.redis.xlen(dead_letter_stream(settings.stream_prefix, row["id"]))
+    return msgspec.convert({
+        "id": row["id"], "name": row["name"], "state": row["state"], "destination": public_view(destination),
+        "filter": json.loads(row["filter"]), "backlog_entries": backlog, "dead_letter_entries": dead,
+        "consecutive_failures": row["consecutive_failures"], "last_error": row["last_error"],
+        "last_error_at": row["last_error_at"], "last_success_at": row["last_success_at"],
+        "delivered": row["delivered"], "dead_lettered": row["dead_lettered"], "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }, Hook, from_attributes=False, builtin_types=(dt.datetime,))  # fmt: skip
+
+
+async def _row(conn: asyncpg.Connection, hook_id: int) -> asyncpg.Record:
+    row = await conn.fetchrow(f"select {_COLUMNS} from hooks where id = $1", hook_id)
+    if row is None:
+        raise NotFound("hook", hook_id)
+    return row
+
+
+def _checked(destination: msgspec.Struct) -> None:
+    problem = check_destination(destination)  # type: ignore[arg-type]
+    if problem:
+        raise InputError("invalid_destination", problem)
+
+
+async def _changed(ctx: ApiContext) -> None:
+    await ctx.redis.incr(hooks_version_key(ctx.settings.stream_prefix))
+
+
+async def _recount(ctx: ApiContext, conn: asyncpg.Connection) -> None:
+    count = await conn.fetchval("select count(*) from hooks")
+    await set_hooks_count(ctx.redis, ctx.settings.stream_prefix, ctx.settings.stream_shards, count)
+
+
+async def create_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    body = await read_json(request, ctx, HookIn)
+    _checked(body.destination)
+    row = await conn.fetchrow(
+        f"insert into hooks (name, destination, config, secrets, filter, state) values ($1, $2, $3, $4, $5, $6)"
+        f" returning {_COLUMNS}",
+        body.name, body.destination.__struct_config__.tag, json.dumps(public_view(body.destination)),
+        encode_json(body.destination).decode(), encode_json(body.filter).decode(), body.state,
+    )  # fmt: skip
+    # Groups first, then the flusher's switch: no event is forwarded before the groups can hold it.
+    await create_groups(ctx.redis, ctx.settings.stream_prefix, ctx.settings.stream_shards, row["id"])
+    await _recount(ctx, conn)
+    return json_response(await _hook(ctx, row), 201)
+
+
+async def list_hooks(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    rows = await conn.fetch(f"select {_COLUMNS} from hooks order by id")
+    return json_response(HookList([await _hook(ctx, row) for row in rows]))
+
+
+async def get_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    return json_response(await _hook(ctx, await _row(conn, path_id(request, "hook_id"))))
+
+
+async def update_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    hook_id = path_id(request, "hook_id")
+    body = await read_json(request, ctx, HookPatch)
+    async with conn.transaction():
+        row = await conn.fetchrow(f"select {_COLUMNS} from hooks where id = $1 for update", hook_id)
+        if row is None:
+            raise NotFound("hook", hook_id)
+        name = row["name"] if body.name is msgspec.UNSET else body.name
+        destination = decode_destination(row["secrets"])
+        if body.destination is not msgspec.UNSET:
+            destination = keep_secrets(body.destination, destination)
+            _checked(destination)
+        filter_json = row["filter"] if body.filter is msgspec.UNSET else encode_json(body.filter).decode()
+        row = await conn.fetchrow(
+            f"update hooks set name = $2, destination = $3, config = $4, secrets = $5, filter = $6,"
+            f" updated_at = now() where id = $1 returning {_COLUMNS}",
+            hook_id, name, destination.__struct_config__.tag, json.dumps(public_view(destination)),
+            encode_json(destination).decode(), filter_json,
+        )  # fmt: skip
+    await _changed(ctx)
+    return json_response(await _hook(ctx, row))
+
+
+async def _set_state(request: Request, conn: asyncpg.Connection, ctx: ApiContext, state: str) -> Response:
+    hook_id = path_id(request, "hook_id")
+    row = await conn.fetchrow(
+        f"update hooks set state = $2, updated_at = now(),"
+        f" consecutive_failures = case when $2 = 'active' then 0 else consecutive_failures end"
+        f" where id = $1 returning {_COLUMNS}",
+        hook_id, state,
+    )  # fmt: skip
+    if row is None:
+        raise NotFound("hook", hook_id)
+    await _changed(ctx)
+    return json_response(await _hook(ctx, row))
+
+
+async def pause_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    return await _set_state(request, conn, ctx, "paused")
+
+
+async def resume_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    return await _set_state(request, conn, ctx, "active")
+
+
+async def delete_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    hook_id = path_id(request, "hook_id")
+    if await conn.fetchval("delete from hooks where id = $1 returning id", hook_id) is None:
+        raise NotFound("hook", hook_id)
+    await destroy_groups(ctx.redis, ctx.settings.stream_prefix, ctx.settings.stream_shards, hook_id)
+    await _recount(ctx, conn)
+    return Response(status_code=204)
+
+
+async def test_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    """Asks the hooks worker (which has the destination clients and the network view) to send a sample."""
+    hook_id = path_id(request, "hook_id")
+    await _row(conn, hook_id)
+    settings = ctx.settings
+    request_id = secrets.token_hex(8)
+    reply_key = test_reply_key(settings.stream_prefix, request_id)
+    timeout = settings.hooks_test_timeout_s
+    # Its own client: the edge's one times out in about a second, far less than a test may take.
+    client = Redis.from_url(settings.redis_url, socket_timeout=timeout + 5, socket_connect_timeout=5)
+    try:
+        await client.rpush(test_requests_key(settings.stream_prefix),
+                           msgspec.json.encode(TestRequest(request_id, hook_id, reply_key)))  # fmt: skip
+        popped = await client.blpop([reply_key], timeout=timeout)
+    finally:
+        await client.aclose()
+    if popped is None:
+        raise InputError(
+            "hooks_worker_unavailable", f"no hooks worker answered within {timeout}s; is `hooks` running?", 503
+        )
+    reply = msgspec.json.decode(popped[1], type=TestReply)
+    return json_response(HookTestResult(reply.ok, reply.answer, reply.took_ms))
+
+
+async def replay_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    hook_id = path_id(request, "hook_id")
+    body = await read_json(request, ctx, ReplayIn)
+    await _row(conn, hook_id)
+    since, until = body.since, body.until
+    if body.message_id is not None:
+        created = await conn.fetchval("select created_at from messages where id = $1", body.message_id)
+        if created is None:
+            raise NotFound("message", body.message_id)
+        # Edge clocks may run a little behind the database's: a day of slack either side.
+        since = since or created - dt.timedelta(days=1)
+        until = until or dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    if since is None or until is None:
+        raise InputError("invalid_request", "give since and until (ISO 8601 times), or a message_id")
+    if since.tzinfo is None or until.tzinfo is None:
+        raise InputError("invalid_request", "since and until need a time zone (e.g. 2026-01-31T00:00:00Z)")
+    if since >= until:
+        raise InputError("invalid_request", "since must be before until")
+    queued, truncated = await queue_replay(
+        conn, ctx.redis, ctx.settings.stream_prefix, hook_id, since, until, body.message_id,
+        ctx.settings.hooks_replay_max_events,
+    )  # fmt: skip
+    return json_response(ReplayQueued(queued, truncated), 202)
+
+
+async def list_dead_letters(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    hook_id = path_id(request, "hook_id")
+    await _row(conn, hook_id)
+    found = await dead_letters(ctx.redis, ctx.settings.stream_prefix, hook_id)
+    return json_response(DeadLetterList([DeadLetter(**item) for item in found]))
+
+
+async def requeue_hook_dead_letters(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    hook_id = path_id(request, "hook_id")
+    await _row(conn, hook_id)
+    moved = await requeue_dead_letters(ctx.redis, ctx.settings.stream_prefix, hook_id)
+    return json_response(DeadLettersRequeued(moved), 202)
