@@ -205,3 +205,17 @@ def tansu_broker() -> Iterator[Tansu]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(autouse=True)
+async def no_hooks_left(database_url: str) -> AsyncIterator[None]:
+    """Hooks live in the session's shared database: each test starts and ends without any."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("delete from hooks")
+        yield
+        await conn.execute("delete from hooks")
+    finally:
+        await conn.close()

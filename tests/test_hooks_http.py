@@ -7,7 +7,7 @@ import uuid
 from flusher.hooks.dispatcher import HooksWorker
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_message, make_profiles, push
-from tests.hook_helpers import SECRET, hook_settings, http_receiver
+from tests.hook_helpers import SECRET, hook_settings, http_receiver, no_hooks_left  # noqa: F401
 from tracker.hooks import committed_streams
 
 
@@ -51,3 +51,50 @@ async def test_without_hooks_the_flusher_forwards_nothing(settings, redis, pg):
     await push(redis, settings, [event(message, 1)])
     await drain(settings)
     assert not await redis.exists(*committed_streams(settings.stream_prefix, settings.stream_shards))
+
+
+async def test_a_failed_post_is_retried_until_acknowledged_with_the_same_batch_id(settings, redis, pg):
+    settings = hook_settings(settings)
+    message = await make_message(pg)
+    with http_receiver() as receiver:
+        receiver.script = ["500", "close", "hang", "503", "200"]
+        async with running_api(settings) as api:
+            hook_id = (await api.call("POST", "/hooks", json=http_hook(receiver.url))).json()["id"]
+            events = [event(message, 7, "clicked")]
+            await push(redis, settings, events)
+            await drain(settings)
+            await deliver(settings)
+            assert len(receiver.requests) == 5
+            assert len({r.json["batch_id"] for r in receiver.requests}) == 1
+            assert all(r.signed_by(SECRET) for r in receiver.requests)
+            assert [e["id"] for e in receiver.events()] == [str(uuid.UUID(bytes=events[0].id))]
+            hook = (await api.call("GET", f"/hooks/{hook_id}")).json()
+            assert hook["state"] == "active" and hook["consecutive_failures"] == 0 and hook["delivered"] == 1
+            assert hook["last_error"].startswith("HTTP 503")  # the last failure stays visible
+            assert hook["backlog_entries"] == 0
+
+
+async def test_secrets_are_accepted_and_never_returned(settings, redis):
+    with http_receiver() as receiver:
+        async with running_api(settings) as api:
+            body = http_hook(receiver.url, headers={"Authorization": "Bearer crm-token-123456"})
+            created = (await api.call("POST", "/hooks", json=body)).json()
+            for shown in (created, (await api.call("GET", f"/hooks/{created['id']}")).json()):
+                text = str(shown)
+                assert SECRET not in text and "crm-token" not in text
+                assert shown["destination"]["secret"] == "set, ends in " + SECRET[-4:]
+                assert shown["destination"]["headers"] == {"Authorization": "set"}
+            # An update that leaves the secret out keeps it.
+            patched = await api.call("PATCH", f"/hooks/{created['id']}",
+                                     json={"destination": {"type": "http", "url": receiver.url}})  # fmt: skip
+            assert patched.json()["destination"]["secret"] == "set, ends in " + SECRET[-4:]
+            amqp = {"name": "mq", "destination": {"type": "amqp", "url": "amqp://bob:hunter2hunter2@mq.example/",
+                                                  "queue": "events"}}  # fmt: skip
+            shown = (await api.call("POST", "/hooks", json=amqp)).json()
+            assert "hunter2" not in str(shown) and shown["destination"]["url"] == "amqp://bob:***@mq.example/"
+            bad = await api.call("POST", "/hooks", json={**amqp, "destination": {"type": "amqp", "url": "amqp://x/"}})
+            assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_destination"
+            assert (await api.call("POST", "/hooks", key="read", json=amqp)).status_code == 403
+            for hook in (await api.call("GET", "/hooks")).json()["hooks"]:
+                assert (await api.call("DELETE", f"/hooks/{hook['id']}")).status_code == 204
+            assert (await api.call("GET", f"/hooks/{created['id']}")).status_code == 404
