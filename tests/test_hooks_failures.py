@@ -149,9 +149,9 @@ def test_the_retry_schedule_doubles_from_the_minimum_up_to_the_maximum_with_jitt
     assert lowest == [h / 2 for h in highest]
 
 
-async def _equals(value, expected) -> bool:  # noqa: ANN001
+async def _equals(value, expected) -> bool:
     return (await value) == expected
 
 
-async def _backlog(api, hook_id: int) -> int:  # noqa: ANN001
+async def _backlog(api, hook_id: int) -> int:
     return (await api.call("GET", f"/hooks/{hook_id}")).json()["backlog_entries"]

@@ -15,7 +15,7 @@ def http_hook(url: str, **extra: object) -> dict:
     return {"name": "crm", "destination": {"type": "http", "url": url, "secret": SECRET, "timeout_s": 0.3, **extra}}
 
 
-async def deliver(settings) -> HooksWorker:  # noqa: ANN001 -- the settings fixture
+async def deliver(settings) -> HooksWorker:
     worker = HooksWorker(settings, burst=True)
     await worker.run()
     return worker

@@ -36,7 +36,7 @@ class RabbitMQ:
             return self.exchange
         await self.close()
         self.connection = await aio_pika.connect(self.spec.url, timeout=_CONNECT_TIMEOUT_S)
-        self.channel = await self.connection.channel(publisher_confirms=True)
+        self.channel = await self.connection.channel(publisher_confirms=True, on_return_raises=True)
         if self.spec.exchange:
             self.exchange = await self.channel.get_exchange(self.spec.exchange, ensure=True)
         else:
