@@ -150,7 +150,9 @@ def collect(settings: Settings, redis: Redis) -> Stats:
             name = group["name"]
             pipe.xinfo_consumers(stream, name)
             pipe.xpending(stream, name)
-            pipe.xrange(stream, min=b"(" + _bytes(group["last-delivered-id"]), count=1)
+            # Redis 7 says how far behind a group is ("lag"); before 7 the unread entries are counted, up to a cap.
+            count = 1 if "lag" in group else _COUNT_UNREAD_UP_TO + 1
+            pipe.xrange(stream, min=b"(" + _bytes(group["last-delivered-id"]), count=count)
     group_replies = iter(pipe.execute(raise_on_error=False))
 
     stream_stats = []
@@ -165,7 +167,7 @@ def collect(settings: Settings, redis: Redis) -> Stats:
                 name=_text(group["name"]),
                 pending=group["pending"],
                 oldest_pending_age_s=_age_s(now_ms, oldest_pending),
-                unread=group.get("lag"),
+                unread=group["lag"] if "lag" in group else _counted_unread(unread),
                 oldest_unread_age_s=_age_s(now_ms, first_unread),
                 last_delivered_id=_text(group["last-delivered-id"]),
                 consumers=[
@@ -474,6 +476,15 @@ def _json(raw: bytes) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+_COUNT_UNREAD_UP_TO = 10_000
+
+
+def _counted_unread(entries: object) -> int | None:
+    if not isinstance(entries, list) or len(entries) > _COUNT_UNREAD_UP_TO:
+        return None
+    return len(entries)
 
 
 def _text(value: bytes | str) -> str:
