@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {"hooks_consumer": args.consumer, "redis_url": args.redis_url, "database_url": args.database_url}
     try:
         settings = Settings.from_env(**{name: value for name, value in flags.items() if value is not None})
-        settings.require("redis_url") if args.check else settings.require("redis_url", "database_url")
+        settings.require(*(("redis_url",) if args.check else ("redis_url", "database_url")))
     except SettingsError as exc:
         print(f"hooks: {exc}", file=sys.stderr)
         return EXIT_USAGE
