@@ -50,14 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="start edge + flusher (embedded Redis/Postgres when no URLs are set) with a demo message",
         description="Start the whole stack on this machine: Redis and Postgres from REDIS_URL and DATABASE_URL, "
         "or embedded servers (own sockets and data folders under --data-dir) when they are not set; apply "
-        "migrations; seed a demo message; start the edge (Granian) and the flusher; request the demo pixel and "
+        "migrations; seed a demo message; start the edge (Granian), the flusher and the action-hook worker; "
+        "request the demo pixel and "
         "link once and show that the events reached Postgres. Runs until Ctrl-C.",
     )
     run.add_argument("--host", default="127.0.0.1", help="edge address [default: %(default)s]")
     run.add_argument("--port", type=int, default=8000, help="edge port [default: %(default)s]")
     run.add_argument("--workers", type=int, default=1, help="edge worker processes [default: %(default)s]")
     run.add_argument("--data-dir", type=Path, default=Path("var"), help="embedded data, keys, spool [default: var]")
-    run.add_argument("--no-flusher", action="store_true", help="start the edge only")
+    run.add_argument("--no-flusher", action="store_true", help="start the edge only (no flusher, no hooks worker)")
     run.add_argument("--exit-after-demo", action="store_true", help="stop once the demo events are in Postgres")
     run.set_defaults(handler=cmd_run)
 
@@ -155,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         children.append(("edge", subprocess.Popen([*edge_cmd, "--workers", str(args.workers)], env=env)))
         if not args.no_flusher:
             children.append(("flusher", subprocess.Popen([sys.executable, "-m", "flusher.cli"], env=env)))
+            # The action-hook worker idles until a hook is created through the API.
+            children.append(("hooks", subprocess.Popen([sys.executable, "-m", "flusher.hooks.cli"], env=env)))
         if not _wait_healthy(f"http://{args.host}:{args.port}/health", children, stop):
             return EXIT_FAILED
 
