@@ -1,12 +1,13 @@
 """Events collected in process and written to Redis streams in micro-batches.
 
 `add` is synchronous and cheap: the HTTP response never waits for Redis. A
-batch closes on count, bytes or age and is written with one MULTI/EXEC
-pipeline holding one XADD per shard, each entry a msgpack array of the batch's
-events for that shard (all or nothing, so a failed write is spooled whole and
-never half-duplicated). The same transaction reads each touched stream's
-length: past `stream_max_len` the edge stops adding to Redis (the flusher is
-far behind) and spools instead, so tracking traffic cannot fill Redis' memory.
+batch closes on count, bytes or age and is written with one pipeline holding
+one append per shard, each entry a msgpack array of the batch's events for that
+shard (a failed write is spooled whole; should Redis fail between two shards'
+appends, the flusher's dedupe on event ids keeps the effect exactly once). Each
+append also returns its stream's length: past `stream_max_len` the edge stops
+adding to Redis (the flusher is far behind) and spools instead, so tracking
+traffic cannot fill Redis' memory.
 
 While Redis is down or full, batches go to the local spool; one recovery task
 probes Redis, replays spool files in order, and switches back when the spool
@@ -31,6 +32,8 @@ from tracker.settings import Settings
 
 log = logging.getLogger("edge.events")
 _REPLAY_CHUNK = 1000
+# Append one entry to a stream and say how long the stream is now.
+_APPEND = "redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2]) return redis.call('XLEN', KEYS[1])"
 _RECORD_BYTES = 128  # a generous estimate of one encoded pixel or click event
 _PROFILE = 4  # position of profile_id in an event record (tracker.events.Event's field order)
 
@@ -46,8 +49,11 @@ class EventBuffer:
         self.max_age = settings.batch_max_age_ms / 1000
         self.stream_max_len = settings.stream_max_len
         self.retry_s = settings.redis_retry_s
-        self._pending: list[tuple[int, bytes]] = []
+        self._pending: list[tuple] = []
+        self._raw: list[tuple] = []
         self._pending_bytes = 0
+        # Turns `add_raw` items into event records (dropping the invalid ones); set by the routes.
+        self.expand: Callable[[list[tuple]], list[tuple]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._write_lock = asyncio.Lock()
@@ -73,11 +79,23 @@ class EventBuffer:
         Encoding waits for the flush, where one msgspec call encodes a shard's
         whole batch; `size` is the caller's estimate of the encoded bytes.
         """
-        pending = self._pending
-        pending.append(record)
+        self._pending.append(record)
+        self._added(size)
+
+    def add_raw(self, item: tuple) -> None:
+        """Queue what a request left to be turned into an event by `expand` at flush time.
+
+        For routes whose answer does not depend on the event (the open pixel
+        answers its GIF whatever the token says), checking the token and reading
+        the request facts happen in one loop per batch instead of per request.
+        """
+        self._raw.append(item)
+        self._added(_RECORD_BYTES)
+
+    def _added(self, size: int) -> None:
         self._pending_bytes += size
         self.accepted += 1
-        if len(pending) >= self.max_events or self._pending_bytes >= self.max_bytes:
+        if len(self._pending) + len(self._raw) >= self.max_events or self._pending_bytes >= self.max_bytes:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.max_age, self.flush)
@@ -87,7 +105,12 @@ class EventBuffer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._raw:
+            assert self.expand is not None, "add_raw needs an expand function"
+            self._pending.extend(self.expand(self._raw))
+            self._raw = []
         if not self._pending:
+            self._pending_bytes = 0
             return
         batch, self._pending, self._pending_bytes = self._pending, [], 0
         task = asyncio.get_running_loop().create_task(self._write(batch))
@@ -122,15 +145,19 @@ class EventBuffer:
             self._to_spool([(shard, encode_event(r)) for shard, records in by_shard.items() for r in records])
 
     async def _xadd(self, entries: dict[int, bytes], check_bound: bool = True) -> None:
-        """One MULTI/EXEC: an XADD per shard (its batch as one msgpack array), then their lengths."""
-        async with self.redis.pipeline(transaction=True) as pipe:
+        """An XADD per shard (its batch as one msgpack array), each returning the stream's length.
+
+        Each shard's append is one script call: atomic for that stream, one command
+        instead of MULTI/XADD/XLEN/EXEC (redis-py spends more per command than Redis
+        does), and each call touches one hash slot, so it also works on Redis Cluster.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
             for shard, entry in entries.items():
-                pipe.xadd(self.streams[shard], {ENTRY_FIELD: entry})
-            for shard in entries:
-                pipe.xlen(self.streams[shard])
-            replies = await pipe.execute()
+                # EVAL, not EVALSHA: the script is tiny, and a restarted Redis has no script cache.
+                pipe.eval(_APPEND, 1, self.streams[shard], ENTRY_FIELD, entry)
+            lengths = await pipe.execute()
         self.batches += 1
-        longest = max(replies[len(entries) :])
+        longest = max(lengths)
         if check_bound and longest >= self.stream_max_len:
             self._enter_spool_mode(f"a stream holds {longest} entries (bound {self.stream_max_len})")
 

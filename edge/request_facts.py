@@ -27,16 +27,18 @@ class RequestFacts:
 
     def of(self, scope: dict) -> tuple[str, str]:
         """(user-agent class, IP prefix) of an ASGI HTTP scope."""
+        return self.of_parts(scope["headers"], scope.get("client"))
+
+    def of_parts(self, headers: list, client: tuple | None) -> tuple[str, str]:
         ua = b""
         forwarded = b""
-        for name, value in scope["headers"]:
+        for name, value in headers:
             if name == b"user-agent":
                 ua = value
             elif name == b"x-forwarded-for":
                 forwarded = value
         if forwarded and self.trust_forwarded_for:
             return self.ua_class(ua), ip_prefix(forwarded.split(b",", 1)[0].strip().decode("latin-1"))
-        client = scope.get("client")
         if not client:
             return self.ua_class(ua), ""
         host = client[0]

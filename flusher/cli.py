@@ -9,7 +9,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from tracker.settings import Settings, SettingsError
@@ -153,19 +153,26 @@ async def serve(settings: Settings, burst: bool) -> int:
 
 
 async def check(settings: Settings) -> int:
-    from redis.asyncio import Redis
-
     from tracker.keys import flusher_heartbeat_key
 
-    client = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    def key(consumer: str) -> str:
+        return flusher_heartbeat_key(settings.stream_prefix, consumer)
+
+    return await check_heartbeat(settings.redis_url, key, settings.flusher_consumer, "flusher")
+
+
+async def check_heartbeat(redis_url: str, key: Callable[[str], str], consumer: str, program: str) -> int:
+    """EXIT_OK if the consumer's heartbeat key is live (any consumer on this host when no name is given)."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        if settings.flusher_consumer:
-            alive = await client.exists(flusher_heartbeat_key(settings.stream_prefix, settings.flusher_consumer))
+        if consumer:
+            alive = await client.exists(key(consumer))
         else:
-            pattern = flusher_heartbeat_key(settings.stream_prefix, f"{socket.gethostname()}-*")
-            alive = any([key async for key in client.scan_iter(match=pattern, count=1000)])
+            alive = any([k async for k in client.scan_iter(match=key(f"{socket.gethostname()}-*"), count=1000)])
     except Exception as exc:
-        print(f"flusher: no heartbeat: Redis unreachable ({exc!r})", file=sys.stderr)
+        print(f"{program}: no heartbeat: Redis unreachable ({exc!r})", file=sys.stderr)
         return EXIT_FAILED
     finally:
         await client.aclose()

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import logging
 import signal
-import socket
 import sys
 
 from tracker.settings import Settings, SettingsError
@@ -108,23 +107,13 @@ async def test(settings: Settings, hook_id: int) -> int:
 
 
 async def check(settings: Settings) -> int:
-    from redis.asyncio import Redis
-
+    from flusher.cli import check_heartbeat
     from tracker.hooks import worker_heartbeat_key
 
-    client = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        if settings.hooks_consumer:
-            alive = await client.exists(worker_heartbeat_key(settings.stream_prefix, settings.hooks_consumer))
-        else:
-            pattern = worker_heartbeat_key(settings.stream_prefix, f"{socket.gethostname()}-*")
-            alive = any([key async for key in client.scan_iter(match=pattern, count=1000)])
-    except Exception as exc:
-        print(f"hooks: no heartbeat: Redis unreachable ({exc!r})", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        await client.aclose()
-    return EXIT_OK if alive else EXIT_FAILED
+    def key(consumer: str) -> str:
+        return worker_heartbeat_key(settings.stream_prefix, consumer)
+
+    return await check_heartbeat(settings.redis_url, key, settings.hooks_consumer, "hooks")
 
 
 if __name__ == "__main__":
