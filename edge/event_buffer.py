@@ -50,10 +50,7 @@ class EventBuffer:
         self.stream_max_len = settings.stream_max_len
         self.retry_s = settings.redis_retry_s
         self._pending: list[tuple] = []
-        self._raw: list[tuple] = []
         self._pending_bytes = 0
-        # Turns `add_raw` items into event records (dropping the invalid ones); set by the routes.
-        self.expand: Callable[[list[tuple]], list[tuple]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()
         self._write_lock = asyncio.Lock()
@@ -80,22 +77,9 @@ class EventBuffer:
         whole batch; `size` is the caller's estimate of the encoded bytes.
         """
         self._pending.append(record)
-        self._added(size)
-
-    def add_raw(self, item: tuple) -> None:
-        """Queue what a request left to be turned into an event by `expand` at flush time.
-
-        For routes whose answer does not depend on the event (the open pixel
-        answers its GIF whatever the token says), checking the token and reading
-        the request facts happen in one loop per batch instead of per request.
-        """
-        self._raw.append(item)
-        self._added(_RECORD_BYTES)
-
-    def _added(self, size: int) -> None:
         self._pending_bytes += size
         self.accepted += 1
-        if len(self._pending) + len(self._raw) >= self.max_events or self._pending_bytes >= self.max_bytes:
+        if len(self._pending) >= self.max_events or self._pending_bytes >= self.max_bytes:
             self.flush()
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.max_age, self.flush)
@@ -105,12 +89,7 @@ class EventBuffer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._raw:
-            assert self.expand is not None, "add_raw needs an expand function"
-            self._pending.extend(self.expand(self._raw))
-            self._raw = []
         if not self._pending:
-            self._pending_bytes = 0
             return
         batch, self._pending, self._pending_bytes = self._pending, [], 0
         task = asyncio.get_running_loop().create_task(self._write(batch))

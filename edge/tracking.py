@@ -8,11 +8,9 @@ event buffer. Everything else falls through to the Starlette app.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from edge import responses
-from edge.capture import CHANNELS as _CHANNELS
 from edge.capture import Capture
 from edge.confirm import confirm_route
 from edge.push import PushCallbacks
@@ -46,8 +44,6 @@ class TrackingRoutes:
         # Looked up once: attribute chains cost on every request.
         self._cached_links = state.links.cached
         self.requests = state.requests
-        self._add_raw = state.events.add_raw
-        state.events.expand = self.expand_opens
         fallback = state.settings.fallback_url
         self.fallback = responses.redirect_start(fallback.encode()) if fallback else None
 
@@ -102,24 +98,13 @@ class TrackingRoutes:
         await send(responses.GIF_START)
         await send(responses.GIF_BODY if method == "GET" else responses.EMPTY_BODY)
         self.requests["open", 200] += 1
-        if method == "GET":
-            # Token check and request facts wait for the batch (see expand_opens): the answer is the same.
-            self._add_raw((token_text, time.time_ns(), scope["headers"], scope.get("client")))
-
-    def expand_opens(self, raw: list[tuple]) -> list[tuple]:
-        """Open-pixel requests of one batch -> `opened` event records; bad tokens counted, dropped."""
-        keys, facts, new_id, records = self.keys, self.state.facts.of_parts, self.state.ids.new, []
-        for token_text, now_ns, headers, client in raw:
-            token = verify(keys, token_text)
-            if token is None or token[0] != _OPEN:
-                self.state.counters.bad_tokens += 1
-                continue
-            ua_class, ip = facts(headers, client)
-            now_us = now_ns // 1000
-            # An Event's fields, in order (see tracker.events.Event).
-            records.append((new_id(now_us // 1000), "opened", _CHANNELS.get(token[1], "email"), token[2], token[3],
-                            now_us, 0, -1, ua_class, ip, None))  # fmt: skip
-        return records
+        if method == "HEAD":
+            return
+        token = verify(self.keys, token_text)
+        if token is None or token[0] != _OPEN:
+            self.state.counters.bad_tokens += 1
+            return
+        self.capture("opened", token[1], token[2], token[3], scope)
 
     async def click(self, scope: dict, send: Any, token_text: str) -> None:
         method = scope["method"]
