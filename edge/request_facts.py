@@ -27,25 +27,24 @@ class RequestFacts:
 
     def of(self, scope: dict) -> tuple[str, str]:
         """(user-agent class, IP prefix) of an ASGI HTTP scope."""
-        return self.of_parts(scope["headers"], scope.get("client"))
-
-    def of_parts(self, headers: list, client: tuple | None) -> tuple[str, str]:
         ua = b""
         forwarded = b""
-        for name, value in headers:
+        for name, value in scope["headers"]:
             if name == b"user-agent":
                 ua = value
             elif name == b"x-forwarded-for":
                 forwarded = value
+        ua_class = self._ua_cache.get(ua) or self.ua_class(ua)  # the cache hit without a call
         if forwarded and self.trust_forwarded_for:
-            return self.ua_class(ua), ip_prefix(forwarded.split(b",", 1)[0].strip().decode("latin-1"))
+            return ua_class, ip_prefix(forwarded.split(b",", 1)[0].strip().decode("latin-1"))
+        client = scope.get("client")
         if not client:
-            return self.ua_class(ua), ""
+            return ua_class, ""
         host = client[0]
         # The socket's peer is always a valid address: an IPv4 /24 is a string cut.
         if ":" not in host and "." in host:
-            return self.ua_class(ua), host[: host.rfind(".")] + ".0/24"
-        return self.ua_class(ua), ip_prefix(host)
+            return ua_class, host[: host.rfind(".")] + ".0/24"
+        return ua_class, ip_prefix(host)
 
     def ua_class(self, ua: bytes) -> str:
         found = self._ua_cache.get(ua)
