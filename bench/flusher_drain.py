@@ -23,11 +23,11 @@ import secrets
 import statistics
 import sys
 import time
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from redis.asyncio import Redis
 
+from bench._services import database_url_for
 from flusher.worker import Flusher
 from tracker.events import Event, EventIds, encode_batch, encode_event
 from tracker.keys import ENTRY_FIELD, event_stream, shard_for
@@ -40,10 +40,6 @@ MIX = [
     ("delivered", 38), ("opened", 30), ("clicked", 14), ("read", 8), ("sent", 5), ("soft_bounce", 1),
     ("hard_bounce", 1), ("unsubscribed", 1), ("complained", 1), ("confirmed", 1),
 ]  # fmt: skip
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + name))
 
 
 async def seed(conn: asyncpg.Connection, profiles: int, messages: int) -> tuple[list[int], list[int]]:
@@ -90,7 +86,7 @@ async def bench(args: argparse.Namespace) -> None:
     name = "trk_bench_" + secrets.token_hex(4)
     admin = await asyncpg.connect(args.admin_url)
     await admin.execute(f'create database "{name}"')
-    url = with_database(args.admin_url, name)
+    url = database_url_for(args.admin_url, name)
     redis = Redis.from_url(args.redis_url)
     rates = []
     try:

@@ -30,7 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import asyncpg
 from redis.asyncio import Redis
 
-from bench.flusher_drain import make_events, push, seed, with_database
+from bench._services import database_url_for
+from bench.flusher_drain import make_events, push, seed
 from flusher.worker import Flusher
 from tracker.hooks import backlog_entries, create_groups, set_hooks_count
 from tracker.migrate import migrate
@@ -73,7 +74,7 @@ async def bench(args: argparse.Namespace) -> None:
     name = "trk_bench_" + secrets.token_hex(4)
     admin = await asyncpg.connect(args.admin_url)
     await admin.execute(f'create database "{name}"')
-    url = with_database(args.admin_url, name)
+    url = database_url_for(args.admin_url, name)
     redis = Redis.from_url(args.redis_url)
     ports = [args.base_port, args.base_port + 1]
     receivers = [subprocess.Popen([sys.executable, "-m", "bench.hooks_drain", "--receiver", str(p)]) for p in ports]

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import asyncpg
 from redis.asyncio import Redis
 
-from bench._services import database_url_for
+from bench._services import create_database, drop_database
 from tracker.messages import register_message
 from tracker.migrate import migrate
 from tracker.render import render_message
@@ -128,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     hook_secret = env.get("TRACKER_HOOK_GENERIC_EMAIL_SECRET") or secrets.token_urlsafe(24)
     admin_url, database, database_url = args.database_url, None, args.database_url
     if args.fresh:
-        database = f"trk_locust_{secrets.token_hex(4)}"
-        asyncio.run(_admin(admin_url, f'create database "{database}"'))
-        database_url = database_url_for(admin_url, database)
+        database, database_url = create_database(admin_url)
     settings = Settings.from_env(
         {k: v for k, v in env.items() if k not in ("TRACKER_SIGNING_KEYS", "DATABASE_URL")},
         database_url=database_url,
@@ -154,14 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-async def _admin(admin_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(admin_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 def drop(out: Path) -> int:
     try:
         data = json.loads(out.read_text())
@@ -171,8 +161,7 @@ def drop(out: Path) -> int:
     if not data.get("database"):
         print("locust_seed: that seed used DATABASE_URL as it was; nothing to drop")
         return 0
-    name = data["database"]
-    asyncio.run(_admin(data["admin_url"], f'drop database if exists "{name}" with (force)'))
+    drop_database(data["admin_url"], data["database"])
     print(f"dropped {data['database']}")
     return 0
 

@@ -10,8 +10,6 @@ from tracker.tokens import CHANNEL_NAMES
 if TYPE_CHECKING:
     from edge.state import EdgeState
 
-CHANNELS = {int(c): name for c, name in CHANNEL_NAMES.items()}
-
 
 class Capture:
     """`capture(kind, channel, message_id, profile_id, scope, ...)` queues one event.
@@ -42,7 +40,7 @@ class Capture:
         now_us = time.time_ns() // 1000
         # An Event's fields, in order (see tracker.events.Event).
         self._add(
-            (self._new_id(now_us // 1000), kind, CHANNELS.get(channel, "email"), message_id, profile_id,
+            (self._new_id(now_us // 1000), kind, CHANNEL_NAMES.get(channel, "email"), message_id, profile_id,
              now_us, link_version, link_index, ua_class, ip, data),
             128 if data is None else 128 + 64 * len(data),
         )  # fmt: skip

@@ -50,8 +50,8 @@ class Channel(IntEnum):
     SITE = 5
 
 
-# Names as they appear in events and in Postgres.
-CHANNEL_NAMES = {c: c.name.lower() for c in Channel}
+# Names as they appear in events and in Postgres, keyed by the plain int a token carries.
+CHANNEL_NAMES = {int(c): c.name.lower() for c in Channel}
 
 
 class Token(NamedTuple):

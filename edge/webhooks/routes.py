@@ -29,7 +29,6 @@ from tracker.tokens import CHANNEL_NAMES, Keyring, TokenKind, verify
 
 log = logging.getLogger("edge.webhooks")
 _REF = int(TokenKind.REF)
-_CHANNELS = {int(c): name for c, name in CHANNEL_NAMES.items()}
 _NOT_FOUND = PlainTextResponse("no such webhook\n", status_code=404)
 
 
@@ -85,7 +84,7 @@ class WebhookRoutes:
                 continue
             token = verify(self.keys, report.ref.strip()) if report.ref else None
             # A ref minted for another channel is as wrong as a forged one.
-            if token is None or token[0] != _REF or _CHANNELS.get(token[1]) != channel:
+            if token is None or token[0] != _REF or CHANNEL_NAMES.get(token[1]) != channel:
                 outcome["bad_ref"] += 1
                 continue
             event_id = report_event_id(channel, provider, report.provider_event_id, report.ts_us)

@@ -17,7 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -31,6 +30,7 @@ from flusher.hooks.delivery import Delivery, DeliveryFailed
 from flusher.hooks.destinations import open_destination
 from flusher.hooks.registry import HookDefinition, Lookups, load_hook, load_hooks
 from flusher.hooks.runner import HookRunner
+from flusher.worker import default_consumer_name
 from tracker.events import EventIds
 from tracker.hooks import (
     TestReply,
@@ -48,10 +48,6 @@ T = TypeVar("T")
 _VERSION_POLL_S = 0.5
 _STOP_GRACE_S = 10.0
 _decode_request = msgspec.json.Decoder(TestRequest).decode
-
-
-def default_consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class HooksWorker:
