@@ -47,6 +47,9 @@ with inserted as (
     select id, timestamptz '1970-01-01 00:00:00+00' + ts_us * interval '1 microsecond', kind, channel,
            message_id, profile_id, link_version, link_index, ua_class, ip_prefix, data
     from flush_staging
+    -- In id order, like every other write here: two flushers holding copies of the same
+    -- events then wait on each other in one direction only, never in a deadlock.
+    order by id
     on conflict (id, ts) do nothing
     returning id, ts, kind, channel, message_id, profile_id, link_version, link_index, data
 )

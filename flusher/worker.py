@@ -168,15 +168,20 @@ class Flusher:
         writing: set[asyncio.Task] = set()
         try:
             while (batch := await self._next_batch(reader)) is not None:
+                if time.monotonic() >= next_maintenance and not self._closing.is_set():
+                    next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
+                    # On a connection no batch is using: asyncpg runs one operation at a time.
+                    spare = await idle.get()
+                    try:
+                        await self._retry("Postgres: maintenance", spare.maintain, POSTGRES_TRANSIENT,
+                                          on_failure=spare.drop_connection)  # fmt: skip
+                    finally:
+                        idle.put_nowait(spare)
                 sink = await idle.get()
                 for task in [t for t in writing if t.done()]:
                     writing.discard(task)
                     task.result()  # a failure that is not transient stops the worker
                 writing.add(asyncio.create_task(self._flush_with(sink, batch, idle)))
-                if time.monotonic() >= next_maintenance and not self._closing.is_set():
-                    next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
-                    await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
-                                      on_failure=self.sink.drop_connection)  # fmt: skip
         finally:
             if writing:
                 results = await asyncio.gather(*writing, return_exceptions=True)
