@@ -1,4 +1,4 @@
-"""`tracker stats`: where the events are right now, from Redis alone, for an operator during an incident.
+"""`tracker stats`: where the events are right now, for an operator during an incident.
 
 One `collect` gathers, in a few pipelined round trips: each event stream
 shard (length, its consumer groups with pending entries, the age of the
@@ -6,7 +6,8 @@ oldest pending and of the oldest unread entry, consumers with their pending
 counts and idle times), the dead-letter stream, the flushers' heartbeats and
 metrics snapshots, and Redis' own memory, ops/s and clients. The edge spool
 is read from this host's TRACKER_SPOOL_DIR only: spools are local files, so
-other hosts' edges must be looked at there.
+other hosts' edges must be looked at there. Action hooks (tracker.ops_hooks):
+backlogs from Redis, states and last errors from Postgres when it answers.
 
 Ages of stream entries are measured on Redis' clock (entry ids are its
 milliseconds); ages of files and heartbeats on this host's clock.
@@ -31,6 +32,19 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from tracker.keys import dead_letter_stream, event_streams, flusher_heartbeat_key, flusher_metrics_key
+from tracker.ops_format import (
+    COUNT_UNREAD_UP_TO,
+    age,
+    as_bytes,
+    bytes_human,
+    counted_unread,
+    entry_age_s,
+    json_object,
+    num,
+    table,
+    text,
+)
+from tracker.ops_hooks import HooksView, collect_hooks, render_hooks
 from tracker.settings import Settings, redact_url
 
 EXIT_OK, EXIT_UNREACHABLE = 0, 1
@@ -109,6 +123,7 @@ class Stats(msgspec.Struct):
     flushers: list[FlusherHeartbeat]
     flusher_metrics: list[dict[str, Any]]
     spool: SpoolDir
+    hooks: HooksView
 
 
 def connect(settings: Settings) -> Redis:
@@ -151,8 +166,8 @@ def collect(settings: Settings, redis: Redis) -> Stats:
             pipe.xinfo_consumers(stream, name)
             pipe.xpending(stream, name)
             # Redis 7 says how far behind a group is ("lag"); before 7 the unread entries are counted, up to a cap.
-            count = 1 if "lag" in group else _COUNT_UNREAD_UP_TO + 1
-            pipe.xrange(stream, min=b"(" + _bytes(group["last-delivered-id"]), count=count)
+            count = 1 if "lag" in group else COUNT_UNREAD_UP_TO + 1
+            pipe.xrange(stream, min=b"(" + as_bytes(group["last-delivered-id"]), count=count)
     group_replies = iter(pipe.execute(raise_on_error=False))
 
     stream_stats = []
@@ -164,14 +179,14 @@ def collect(settings: Settings, redis: Redis) -> Stats:
             oldest_pending = pending.get("min") if isinstance(pending, dict) else None
             first_unread = unread[0][0] if isinstance(unread, list) and unread else None
             group_stats.append(GroupStats(
-                name=_text(group["name"]),
+                name=text(group["name"]),
                 pending=group["pending"],
-                oldest_pending_age_s=_age_s(now_ms, oldest_pending),
-                unread=group["lag"] if "lag" in group else _counted_unread(unread),
-                oldest_unread_age_s=_age_s(now_ms, first_unread),
-                last_delivered_id=_text(group["last-delivered-id"]),
+                oldest_pending_age_s=entry_age_s(now_ms, oldest_pending),
+                unread=group["lag"] if "lag" in group else counted_unread(unread),
+                oldest_unread_age_s=entry_age_s(now_ms, first_unread),
+                last_delivered_id=text(group["last-delivered-id"]),
                 consumers=[
-                    ConsumerStats(_text(c["name"]), c["pending"], round(c["idle"] / 1000, 3))
+                    ConsumerStats(text(c["name"]), c["pending"], round(c["idle"] / 1000, 3))
                     for c in (consumers if isinstance(consumers, list) else [])
                 ],
             ))  # fmt: skip
@@ -180,8 +195,8 @@ def collect(settings: Settings, redis: Redis) -> Stats:
     newest_age = newest_reason = None
     if newest:
         entry_id, fields = newest[0]
-        newest_age = _age_s(now_ms, entry_id)
-        newest_reason = _text(fields.get(b"reason", b""))
+        newest_age = entry_age_s(now_ms, entry_id)
+        newest_reason = text(fields.get(b"reason", b""))
     host_now = time.time()
     consumers = sorted({c.name for s in stream_stats for g in s.groups for c in g.consumers})
     return Stats(
@@ -201,6 +216,7 @@ def collect(settings: Settings, redis: Redis) -> Stats:
         flushers=_heartbeats(redis, prefix, consumers, host_now),
         flusher_metrics=_metrics_snapshots(redis, prefix, consumers),
         spool=spool_files(settings.spool_dir, host_now),
+        hooks=collect_hooks(settings, redis, now_ms),
     )
 
 
@@ -216,7 +232,7 @@ def _heartbeats(redis: Redis, prefix: str, consumers: list[str], now: float) -> 
     for consumer, raw, ttl_ms in zip(consumers, replies[::2], replies[1::2], strict=True):
         if raw is None:
             continue  # a consumer the group remembers, whose process is gone
-        facts = _json(raw)
+        facts = json_object(raw)
         at = facts.get("at")
         beats.append(FlusherHeartbeat(
             consumer=consumer,
@@ -231,7 +247,7 @@ def _metrics_snapshots(redis: Redis, prefix: str, consumers: list[str]) -> list[
     if not consumers:
         return []
     raws = redis.mget([flusher_metrics_key(prefix, consumer) for consumer in consumers])
-    return [snapshot for raw in raws if raw is not None and (snapshot := _json(raw))]
+    return [snapshot for raw in raws if raw is not None and (snapshot := json_object(raw))]
 
 
 # -- the spool, on this host ------------------------------------------------------------
@@ -320,7 +336,7 @@ def to_json(stats: Stats) -> str:
 def render(stats: Stats) -> str:
     r = stats.redis
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stats.at))
-    limit = f" of {_bytes_human(r.maxmemory_bytes)}" if r.maxmemory_bytes else " (no maxmemory)"
+    limit = f" of {bytes_human(r.maxmemory_bytes)}" if r.maxmemory_bytes else " (no maxmemory)"
     lines = [
         f"tracker stats  {when}  prefix {stats.prefix!r}",
         f"Redis {r.version} at {r.url}: memory {r.used_memory_human}{limit}, {r.ops_per_sec:,} ops/s, "
@@ -335,18 +351,18 @@ def render(stats: Stats) -> str:
             rows.append((s.stream, f"{s.length:,}", "(no group)", "-", "-", "-", "-", "-"))
         for g in s.groups:
             unread = "?" if g.unread is None else f"{g.unread:,}"
-            rows.append((s.stream, f"{s.length:,}", g.name, f"{g.pending:,}", _age(g.oldest_pending_age_s), unread,
-                         _age(g.oldest_unread_age_s), g.last_delivered_id))  # fmt: skip
+            rows.append((s.stream, f"{s.length:,}", g.name, f"{g.pending:,}", age(g.oldest_pending_age_s), unread,
+                         age(g.oldest_unread_age_s), g.last_delivered_id))  # fmt: skip
             for c in g.consumers:
-                consumer_lines.append((s.stream, g.name, c.name, f"{c.pending:,}", _age(c.idle_s)))
-    lines += _table(rows, right={1, 3, 4, 5, 6})
+                consumer_lines.append((s.stream, g.name, c.name, f"{c.pending:,}", age(c.idle_s)))
+    lines += table(rows, right={1, 3, 4, 5, 6})
     lines += ["", "Consumers"]
     if consumer_lines:
-        lines += _table([("stream", "group", "consumer", "pending", "idle"), *consumer_lines], right={3, 4})
+        lines += table([("stream", "group", "consumer", "pending", "idle"), *consumer_lines], right={3, 4})
     else:
         lines.append("  none registered")
     d = stats.dead_letters
-    newest = f", newest {_age(d.newest_age_s)} ago: {d.newest_reason}" if d.length and d.newest_reason else ""
+    newest = f", newest {age(d.newest_age_s)} ago: {d.newest_reason}" if d.length and d.newest_reason else ""
     lines += ["", f"Dead letters: {d.length:,} in {d.stream}{newest}", "", "Flushers"]
     beats = {b.consumer: b for b in stats.flushers}
     metrics = {m.get("consumer", "?"): m for m in stats.flusher_metrics}
@@ -355,15 +371,15 @@ def render(stats: Stats) -> str:
                  "metrics age")]  # fmt: skip
         for consumer in sorted(beats.keys() | metrics.keys()):
             beat, m = beats.get(consumer), metrics.get(consumer, {})
-            alive = f"alive, {_age(beat.age_s)} ago" if beat else "none"
+            alive = f"alive, {age(beat.age_s)} ago" if beat else "none"
             commit = m.get("commit_seconds") or {}
             avg = f"{commit['sum'] / commit['count'] * 1000:.1f} ms" if commit.get("count") else "-"
             at = m.get("at")
-            rows.append((consumer, alive, _num(m.get("batches")), _num(m.get("rows_written")),
-                         _num(m.get("duplicates")), _num(m.get("dead_lettered")),
-                         _age(m.get("lag_s")) if m else "-", avg,
-                         _age(stats.at - at) if isinstance(at, int | float) else "-"))  # fmt: skip
-        lines += _table(rows, right={2, 3, 4, 5, 6, 7, 8})
+            rows.append((consumer, alive, num(m.get("batches")), num(m.get("rows_written")),
+                         num(m.get("duplicates")), num(m.get("dead_lettered")),
+                         age(m.get("lag_s")) if m else "-", avg,
+                         age(stats.at - at) if isinstance(at, int | float) else "-"))  # fmt: skip
+        lines += table(rows, right={2, 3, 4, 5, 6, 7, 8})
     else:
         lines.append("  no live heartbeat and no metrics: no flusher is running")
     sp = stats.spool
@@ -376,46 +392,10 @@ def render(stats: Stats) -> str:
         rows = [("file", "size", "replayed", "last write", "state")]
         for f in sp.files:
             state = f"held by pid {f.holder_pid}" if f.holder_pid else "held" if f.locked else "orphan, awaiting replay"
-            rows.append((f.name, _bytes_human(f.bytes), _bytes_human(f.replayed_bytes), _age(f.age_s) + " ago", state))
-        lines += _table(rows, right={1, 2, 3})
+            rows.append((f.name, bytes_human(f.bytes), bytes_human(f.replayed_bytes), age(f.age_s) + " ago", state))
+        lines += table(rows, right={1, 2, 3})
+    lines += ["", *render_hooks(stats.hooks)]
     return "\n".join(lines)
-
-
-def _table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    out = []
-    for n, row in enumerate(rows):
-        pairs = enumerate(zip(row, widths, strict=True))
-        cells = [cell.rjust(width) if i in right else cell.ljust(width) for i, (cell, width) in pairs]
-        out.append("  " + "  ".join(cells).rstrip())
-        if n == 0:
-            out.append("  " + "  ".join("-" * w for w in widths))
-    return out
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def _num(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) else "-"
-
-
-def _bytes_human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 # -- the command ------------------------------------------------------------------------
@@ -461,35 +441,3 @@ def _frame(settings: Settings, redis: Redis, as_json: bool) -> str:
         message = f"Redis unreachable at {redact_url(settings.redis_url)}: {exc}"
         return json.dumps({"at": time.time(), "error": message}) if as_json else f"tracker stats: {message}"
     return to_json(stats) if as_json else render(stats)
-
-
-def _age_s(now_ms: float, entry_id: bytes | str | None) -> float | None:
-    if not entry_id:
-        return None
-    ms = int(_text(entry_id).split("-", 1)[0])
-    return round(max(0.0, (now_ms - ms) / 1000), 3)
-
-
-def _json(raw: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-_COUNT_UNREAD_UP_TO = 10_000
-
-
-def _counted_unread(entries: object) -> int | None:
-    if not isinstance(entries, list) or len(entries) > _COUNT_UNREAD_UP_TO:
-        return None
-    return len(entries)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value.encode() if isinstance(value, str) else value
