@@ -109,11 +109,12 @@ async def bench(args: argparse.Namespace) -> None:
                 settings = settings.replace(flusher_batch_max_events=args.batch_max_events)
             flusher = Flusher(settings, burst=True)
             profiler = cProfile.Profile() if args.profile and round_ == args.rounds else None
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             if profiler:
                 profiler.enable()
             await flusher.run()
             elapsed = time.perf_counter() - started
+            cpu = time.process_time() - cpu_started
             if profiler:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
@@ -121,7 +122,8 @@ async def bench(args: argparse.Namespace) -> None:
             rates.append(rate)
             stats = flusher.stats
             print(f"round {round_}: {stats['events']} events ({stats['stored']} new) in {elapsed:.2f}s:"
-                  f" {rate:,.0f} events/s; batches {stats['batches']}", flush=True)  # fmt: skip
+                  f" {rate:,.0f} events/s; batches {stats['batches']};"
+                  f" flusher process CPU {cpu:.2f}s ({cpu / elapsed:.0%} of a core)", flush=True)  # fmt: skip
             keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
             if keys:
                 await redis.delete(*keys)

@@ -114,8 +114,10 @@ select from profiles where id in (
     select profile_id from flush_attrs
     union
     select profile_id from flush_new
-    where profile_id <> 0 and kind in ('unsubscribed', 'confirmed', 'hard_bounce', 'soft_bounce', 'complained',
-                                       'undelivered', 'delivered')
+    where profile_id <> 0
+      and (kind in ('unsubscribed', 'confirmed', 'hard_bounce', 'soft_bounce', 'complained')
+           -- only SMS outcomes change the profile (its phone); an email delivered changes nothing
+           or (channel = 'sms' and kind in ('undelivered', 'delivered')))
 ) order by id for update;
 """
 
