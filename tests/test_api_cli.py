@@ -72,3 +72,40 @@ def test_errors_name_the_bad_value_and_exit_1_or_2(env, capsys, tmp_path, profil
     with pytest.raises(SystemExit) as usage:
         main(["register-message", "f", "--channel", "fax"])
     assert usage.value.code == 2
+
+
+async def test_a_revoked_key_is_refused_from_its_next_request(env, settings, capsys) -> None:
+    import asyncio
+
+    from tests.api_helpers import running_api
+
+    def tracker(*args: str) -> int:
+        return main(list(args))
+
+    # The commands run their own event loop: in a thread, beside this test's.
+    assert await asyncio.to_thread(tracker, "create-api-key", "--name", "to revoke", "--scopes", "read") == 0
+    key = capsys.readouterr().out.strip()
+    key_id = key[4:16]
+    assert await asyncio.to_thread(tracker, "list-api-keys", "--json") == 0
+    listed = {k["id"]: k for k in json.loads(capsys.readouterr().out)}
+    assert listed[key_id]["name"] == "to revoke" and listed[key_id]["scopes"] == ["read"]
+    assert listed[key_id]["revoked_at"] is None and key[17:] not in json.dumps(listed)  # never the secret
+
+    async with running_api(settings) as api:
+        headers = {"authorization": f"Bearer {key}"}
+        assert (await api.client.get("/api/v1/resources", headers=headers)).status_code == 200
+        # The whole key is accepted as well as its id.
+        assert await asyncio.to_thread(tracker, "revoke-api-key", key) == 0
+        assert f"key {key_id} revoked" in capsys.readouterr().err
+        refused = await api.client.get("/api/v1/resources", headers=headers)
+        assert refused.status_code == 401 and "revoked" in refused.json()["error"]["message"]
+
+    assert await asyncio.to_thread(tracker, "revoke-api-key", key_id) == 1
+    assert "no live API key" in capsys.readouterr().err
+    assert await asyncio.to_thread(tracker, "list-api-keys") == 0
+    assert key_id not in capsys.readouterr().out
+    assert await asyncio.to_thread(tracker, "list-api-keys", "--all") == 0
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(key_id)]
+    assert "revoked 20" in line and line.endswith("to revoke")
+    assert await asyncio.to_thread(tracker, "revoke-api-key", "nothex!") == 2
+    assert "12 hex digits" in capsys.readouterr().err

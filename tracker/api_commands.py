@@ -1,4 +1,5 @@
-"""`tracker create-api-key`, `register-message` and `render`: the API's jobs from a shell."""
+"""`tracker create-api-key`, `list-api-keys`, `revoke-api-key`, `register-message` and `render`: the API's jobs
+from a shell."""
 
 from __future__ import annotations
 
@@ -27,6 +28,24 @@ def add_api_commands(sub: Any) -> None:
     key.add_argument("--name", required=True, help="who or what uses the key, e.g. 'sending platform'")
     key.add_argument("--scopes", default="read,write", help="comma-separated: read, write [default: %(default)s]")
     key.set_defaults(handler=cmd_create_api_key)
+
+    keys = sub.add_parser(
+        "list-api-keys",
+        help="list API keys: id, name, scopes, created and revoked times (never the secret)",
+        description="List the API keys. Secrets cannot be listed: only their hashes are stored.",
+    )
+    keys.add_argument("--all", action="store_true", help="include revoked keys")
+    keys.add_argument("--json", action="store_true", help="one JSON document")
+    keys.set_defaults(handler=cmd_list_api_keys)
+
+    revoke = sub.add_parser(
+        "revoke-api-key",
+        help="revoke an API key, by its id or the whole key; refused from the next request on",
+        description="Revoke an API key. KEY is the key's 12-digit id (as `list-api-keys` shows it) or the whole "
+        "key. Exit 0 when it was revoked now, 1 when no live key has that id.",
+    )
+    revoke.add_argument("key", metavar="KEY", help="the key id (12 hex digits) or the whole trk_... key")
+    revoke.set_defaults(handler=cmd_revoke_api_key)
 
     reg = sub.add_parser(
         "register-message",
@@ -95,6 +114,49 @@ def cmd_create_api_key(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(job)
+
+
+def cmd_list_api_keys(args: argparse.Namespace) -> int:
+    from tracker.api_keys import list_api_keys
+
+    async def job(conn: Any, settings: Settings) -> int:
+        keys = await list_api_keys(conn, include_revoked=args.all)
+        if args.json:
+            print(json.dumps([{**key, "created_at": _iso(key["created_at"]), "revoked_at": _iso(key["revoked_at"]),
+                               "scopes": list(key["scopes"])} for key in keys], indent=2))  # fmt: skip
+            return EXIT_OK
+        if not keys:
+            print("no API keys" if args.all else "no live API keys (--all shows revoked ones)")
+        for key in keys:
+            revoked = f"  revoked {_iso(key['revoked_at'])}" if key["revoked_at"] else ""
+            print(f"{key['id']}  {','.join(key['scopes']):<10}  created {_iso(key['created_at'])}"
+                  f"{revoked}  {key['name']}")  # fmt: skip
+        return EXIT_OK
+
+    return _run(job)
+
+
+def cmd_revoke_api_key(args: argparse.Namespace) -> int:
+    from tracker.api_keys import key_id_of, revoke_api_key
+
+    try:
+        key_id = key_id_of(args.key)
+    except InputError as exc:
+        print(f"tracker: KEY: {exc.message}", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def job(conn: Any, settings: Settings) -> int:
+        if await revoke_api_key(conn, key_id):
+            print(f"key {key_id} revoked", file=sys.stderr)
+            return EXIT_OK
+        print(f"tracker: no live API key with id {key_id} (unknown or revoked already)", file=sys.stderr)
+        return EXIT_FAILED
+
+    return _run(job)
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat(timespec="seconds")
 
 
 def cmd_register_message(args: argparse.Namespace) -> int:

@@ -69,6 +69,27 @@ async def check_api_key(conn: Any, text: str) -> ApiKey | None:
     return ApiKey(key_id, row["name"], frozenset(row["scopes"]))
 
 
+def key_id_of(text: str) -> str:
+    """The id of a key given as its id or as the whole key (an operator may paste either)."""
+    text = text.strip()
+    if text.startswith(PREFIX):
+        text = text[len(PREFIX) : len(PREFIX) + _ID_LEN]
+    if len(text) != _ID_LEN or any(c not in "0123456789abcdef" for c in text):
+        raise InputError("invalid_key_id", f"{text[:20]!r} is not an API key id: expected {_ID_LEN} hex digits")
+    return text
+
+
 async def revoke_api_key(conn: Any, key_id: str) -> bool:
+    """True when the key was live and is revoked now; the API refuses it from its next request on."""
     status = await conn.execute("update api_keys set revoked_at = now() where id = $1 and revoked_at is null", key_id)
     return status.endswith(" 1")
+
+
+async def list_api_keys(conn: Any, *, include_revoked: bool = False) -> list[dict[str, Any]]:
+    """Every key's id, name, scopes and times; never a secret or its hash."""
+    rows = await conn.fetch(
+        "select id, name, scopes, created_at, revoked_at from api_keys"
+        " where $1 or revoked_at is null order by created_at, id",
+        include_revoked,
+    )
+    return [dict(row) for row in rows]
