@@ -50,7 +50,7 @@ class Receiver:
     """
 
     port: int = 0
-    default: str = "200"  # "200", "500", ... , "hang", "close"
+    default: str = "200"  # "200", "500", ... , "slow" (200 after 0.2 s), "hang", "close"
     script: list[str] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
     accepted: list[Received] = field(default_factory=list)
@@ -86,6 +86,9 @@ def http_receiver() -> Iterator[Receiver]:
                 time.sleep(1.0)  # longer than the hook's timeout in the tests
                 self.close_connection = True
                 return
+            if answer == "slow":
+                time.sleep(0.2)  # a busy receiver: deliveries are in flight when a test strikes
+                answer = "200"
             if answer == "close":
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
