@@ -51,15 +51,24 @@ async def test_replay_sends_stored_events_of_a_time_range_or_a_message_to_one_ho
             hook_id = (await api.call("POST", "/hooks", json=lost)).json()["id"]
             await api.call("POST", "/hooks", json={"name": "b", "destination": {"type": "http", "url": bystander.url}})
             by_message = await api.call("POST", f"/hooks/{hook_id}/replay", json={"message_id": message})
-            assert by_message.status_code == 202 and by_message.json() == {"queued": 29, "truncated": False}
+            job = by_message.json()
+            assert by_message.status_code == 202 and (job["status"], job["queued"], job["hook_id"]) == (
+                "queued", 0, hook_id)  # fmt: skip
             await HooksWorker(settings, burst=True).run()
             assert {e["id"] for e in replayed.events()} == ids(old) and not bystander.requests
+            job = (await api.call("GET", f"/hooks/{hook_id}/replays/{job['id']}")).json()
+            assert (job["status"], job["queued"], job["truncated"], job["error"]) == ("done", 29, False, None)
+            assert job["started_at"] and job["finished_at"] and job["message_id"] == message
 
             since = dt.datetime.fromtimestamp(start / 1e6, dt.UTC)
             window = {"since": since.isoformat(), "until": (since + dt.timedelta(seconds=1)).isoformat()}
-            by_time = await api.call("POST", f"/hooks/{hook_id}/replay", json=window)
-            assert by_time.json() == {"queued": 30, "truncated": False}
+            by_time = (await api.call("POST", f"/hooks/{hook_id}/replay", json=window)).json()
             bad = await api.call("POST", f"/hooks/{hook_id}/replay", json={"since": since.isoformat()})
             assert bad.status_code == 422
             await HooksWorker(settings, burst=True).run()
             assert len(replayed.events()) == 29 + 30 and not bystander.requests
+            jobs = (await api.call("GET", f"/hooks/{hook_id}/replays")).json()["replays"]
+            assert [(j["id"], j["status"], j["queued"]) for j in jobs] == [(by_time["id"], "done", 30),
+                                                                        (job["id"], "done", 29)]  # fmt: skip
+            missing = await api.call("GET", f"/hooks/{hook_id}/replays/999999999")
+            assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -3,8 +3,8 @@
 A hook subscribes one destination (HTTP, RabbitMQ, Kafka) to committed events.
 The flusher copies every batch it committed to the committed streams (one per
 shard, same entry format as the event streams); each hook is a consumer group
-on them, read by the `hooks` worker. A hook's replays and re-sent dead letters
-go to its own replay stream, which only its group reads.
+on them, read by the `hooks` worker. A hook's replays (tracker.hook_replays)
+and re-sent dead letters go to its own replay stream, which only its group reads.
 
 The API writes definitions to Postgres and creates or destroys the hook's
 groups; the worker reads the definitions and delivers. Nothing here imports
@@ -368,48 +368,6 @@ async def requeue_dead_letters(redis: Any, prefix: str, hook_id: int, page: int 
             await pipe.execute()
         moved += sum(len(decode_batch(fields[b"e"])) for _, fields in entries)
     return moved
-
-
-# -- replay from Postgres ---------------------------------------------------------------------
-
-_REPLAY_PAGE = """
-select id, ts, (extract(epoch from ts) * 1000000)::bigint as ts_us, kind, channel, message_id, profile_id,
-       link_version, link_index, ua_class, ip_prefix, data::text as data
-from events
-where ts >= $1 and ts < $2 and ($3::bigint is null or message_id = $3) and (ts, id) > ($4, $5)
-order by ts, id
-limit $6
-"""
-
-
-async def queue_replay(conn: Any, redis: Any, prefix: str, hook_id: int, since: dt.datetime, until: dt.datetime,
-                       message_id: int | None, limit: int, page: int = 2000) -> tuple[int, bool]:  # fmt: skip
-    """Put stored events of [since, until) (and of one message) on the hook's replay stream, in pages.
-
-    Returns (events queued, whether `limit` stopped it early). The worker delivers them to this hook
-    only, through its filter, as it does committed events.
-    """
-    import json
-
-    from tracker.events import encode_batch, encode_event
-
-    queued, after_ts, after_id = 0, since, uuid.UUID(int=0)
-    target = replay_stream(prefix, hook_id)
-    while queued < limit:
-        rows = await conn.fetch(_REPLAY_PAGE, since, until, message_id, after_ts, after_id, min(page, limit - queued))
-        if not rows:
-            return queued, False
-        payloads = [
-            encode_event(Event(row["id"].bytes, row["kind"], row["channel"], row["message_id"], row["profile_id"],
-                               row["ts_us"], row["link_version"], row["link_index"], row["ua_class"],
-                               row["ip_prefix"], None if row["data"] is None else json.loads(row["data"])))
-            for row in rows
-        ]  # fmt: skip
-        await redis.xadd(target, {b"e": encode_batch(payloads)})
-        queued += len(rows)
-        last = rows[-1]
-        after_ts, after_id = last["ts"], last["id"]
-    return queued, True
 
 
 def _text(value: Any) -> str:

@@ -370,7 +370,7 @@ class Settings:
         "TRACKER_HOOKS_HEARTBEAT_TTL_S", 30, _int(2, 86400), "TTL of the hooks worker heartbeat key"
     )
     hooks_replay_max_events: int = _setting(
-        "TRACKER_HOOKS_REPLAY_MAX_EVENTS", 1_000_000, _int(1, 10**9), "events one replay request may queue"
+        "TRACKER_HOOKS_REPLAY_MAX_EVENTS", 1_000_000, _int(1, 10**9), "events one replay job may queue"
     )
     hooks_test_timeout_s: float = _setting(
         "TRACKER_HOOKS_TEST_TIMEOUT_S", 20.0, _float(0.1, 600), "how long the API waits for a test delivery's answer"

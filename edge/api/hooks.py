@@ -29,9 +29,11 @@ from edge.api.schemas import (
     HookList,
     HookPatch,
     HookTestResult,
+    Replay,
     ReplayIn,
-    ReplayQueued,
+    ReplayList,
 )
+from tracker.hook_replays import create_replay, get_replay, list_replays
 from tracker.hooks import (
     TestReply,
     TestRequest,
@@ -45,7 +47,6 @@ from tracker.hooks import (
     hooks_version_key,
     keep_secrets,
     public_view,
-    queue_replay,
     requeue_dead_letters,
     set_hooks_count,
     test_reply_key,
@@ -217,11 +218,32 @@ async def replay_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContex
         raise InputError("invalid_request", "since and until need a time zone (e.g. 2026-01-31T00:00:00Z)")
     if since >= until:
         raise InputError("invalid_request", "since must be before until")
-    queued, truncated = await queue_replay(
-        conn, ctx.redis, ctx.settings.stream_prefix, hook_id, since, until, body.message_id,
-        ctx.settings.hooks_replay_max_events,
+    row = await create_replay(conn, hook_id, since, until, body.message_id, ctx.settings.hooks_replay_max_events)
+    return json_response(_replay(row), 202)
+
+
+async def list_hook_replays(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    hook_id = path_id(request, "hook_id")
+    await _row(conn, hook_id)
+    return json_response(ReplayList([_replay(row) for row in await list_replays(conn, hook_id)]))
+
+
+async def get_hook_replay(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    hook_id, replay_id = path_id(request, "hook_id"), path_id(request, "replay_id")
+    row = await get_replay(conn, hook_id, replay_id)
+    if row is None:
+        await _row(conn, hook_id)  # 404 for the hook first, if it is the hook that is missing
+        raise NotFound("replay", replay_id)
+    return json_response(_replay(row))
+
+
+def _replay(row: asyncpg.Record) -> Replay:
+    return Replay(
+        id=row["id"], hook_id=row["hook_id"], status=row["status"], since=row["since"], until=row["until"],
+        message_id=row["message_id"], max_events=row["max_events"], queued=row["queued_events"],
+        truncated=row["truncated"], error=row["error"], created_at=row["created_at"], started_at=row["started_at"],
+        finished_at=row["finished_at"],
     )  # fmt: skip
-    return json_response(ReplayQueued(queued, truncated), 202)
 
 
 async def list_dead_letters(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:

@@ -308,9 +308,29 @@ class ReplayIn(_In):
     message_id: Id | None = None
 
 
-class ReplayQueued(msgspec.Struct):
-    queued: int  # events put on the hook's replay stream (its filter still applies)
-    truncated: bool  # stopped at TRACKER_HOOKS_REPLAY_MAX_EVENTS: replay the rest from the last event's time
+ReplayStatus = Literal["queued", "running", "done", "failed"]
+
+
+class Replay(msgspec.Struct):
+    """A replay job: a hooks worker pages the events onto the hook's replay stream, then it is done."""
+
+    id: int
+    hook_id: int
+    status: ReplayStatus
+    since: datetime.datetime
+    until: datetime.datetime
+    message_id: int | None
+    max_events: int  # TRACKER_HOOKS_REPLAY_MAX_EVENTS when it was asked for
+    queued: int  # events put on the hook's replay stream so far (its filter still applies)
+    truncated: bool  # stopped at max_events: replay the rest from the last event's time
+    error: str | None
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+
+
+class ReplayList(msgspec.Struct):
+    replays: list[Replay]  # newest first, at most 50
 
 
 class DeadLetter(msgspec.Struct):
@@ -331,6 +351,6 @@ class DeadLettersRequeued(msgspec.Struct):
 
 
 COMPONENTS = (
-    *COMPONENTS, HookIn, HookPatch, Hook, HookList, HookTestResult, ReplayIn, ReplayQueued, DeadLetterList,
+    *COMPONENTS, HookIn, HookPatch, Hook, HookList, HookTestResult, ReplayIn, Replay, ReplayList, DeadLetterList,
     DeadLettersRequeued,
 )  # fmt: skip

@@ -29,6 +29,7 @@ from flusher._retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT
 from flusher.hooks.delivery import Delivery, DeliveryFailed
 from flusher.hooks.destinations import open_destination
 from flusher.hooks.registry import HookDefinition, Lookups, load_hook, load_hooks
+from flusher.hooks.replays import Replays
 from flusher.hooks.runner import HookRunner
 from flusher.worker import default_consumer_name
 from tracker.events import EventIds
@@ -58,6 +59,7 @@ class HooksWorker:
         self.consumer = settings.hooks_consumer or default_consumer_name()
         self.redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         self.pool: asyncpg.Pool | None = None
+        self.replays: Replays | None = None
         self.runners: dict[int, tuple[HookRunner, asyncio.Task]] = {}
         self._closing = asyncio.Event()
         self._version: bytes | None = None
@@ -75,10 +77,14 @@ class HooksWorker:
     async def run(self) -> None:
         log.info("hooks worker %s starting%s", self.consumer, " (burst)" if self.burst else "")
         self.pool = await self._retry("Postgres: connect", lambda: asyncpg.create_pool(
-            self.settings.database_url, min_size=1, max_size=4, timeout=10))  # fmt: skip
+            self.settings.database_url, min_size=1, max_size=6, timeout=10))  # fmt: skip
+        self.replays = Replays(self.settings, self.redis, self.pool, self.consumer)
         helpers = [] if self.burst else [asyncio.create_task(self._heartbeat_loop()),
-                                         asyncio.create_task(self._test_loop())]  # fmt: skip
+                                         asyncio.create_task(self._test_loop()),
+                                         asyncio.create_task(self.replays.loop(self._closing))]  # fmt: skip
         try:
+            if self.burst:  # the replays asked for so far, on the replay streams before the runners read them
+                await self._retry("replay jobs", lambda: self.replays.run_open_jobs(self._closing.is_set))
             await self.reload()
             if self.burst:
                 await asyncio.gather(*(task for _runner, task in self.runners.values()))
