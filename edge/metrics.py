@@ -6,7 +6,8 @@ module turns their growth into prometheus_client metrics. With several
 workers, `edge serve` sets PROMETHEUS_MULTIPROC_DIR so that every worker
 writes its values to a shared folder and any worker's /metrics sums them all.
 Flushers publish JSON snapshots to Redis (see flusher/metrics.py); the edge
-finds them through the consumer groups and renders them too.
+finds them through the consumer groups and renders them too; action hooks
+likewise (edge/hook_metrics.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from edge.hook_metrics import hooks_text
+from edge.prom_text import sample
 from tracker.keys import CONSUMER_GROUP, event_streams, flusher_metrics_key
 
 log = logging.getLogger("edge.metrics")
@@ -145,6 +148,8 @@ class EdgeMetrics:
             registry = self.registry
         text = generate_latest(registry).decode()
         text += await self._flusher_text()
+        settings = self.state.settings
+        text += await hooks_text(self.state.redis, settings.stream_prefix, settings.stream_shards)
         return Response(text, media_type=CONTENT_TYPE_LATEST, headers={"cache-control": "no-store"})
 
     async def _flusher_text(self) -> str:
@@ -182,16 +187,6 @@ _FLUSHER_SERIES = (
 )
 
 
-def _escape(value: object) -> str:
-    # Prometheus label values: backslash, double quote and newline are escaped.
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def _sample(name: str, labels: dict[str, object], value: float) -> str:
-    text = ",".join(f'{key}="{_escape(v)}"' for key, v in labels.items())
-    return f"{name}{{{text}}} {float(value)}"
-
-
 def render_flusher_snapshots(snapshots: list[dict]) -> str:
     """Prometheus text for flusher snapshots, one `consumer` label each."""
     if not snapshots:
@@ -203,14 +198,14 @@ def render_flusher_snapshots(snapshots: list[dict]) -> str:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         for snap in snapshots:
             value = float(snap.get(key, 0)) if key != "at" else max(0.0, now - float(snap.get("at", now)))
-            lines.append(_sample(name, {"consumer": snap.get("consumer", "")}, value))
+            lines.append(sample(name, {"consumer": snap.get("consumer", "")}, value))
     lines += ["# HELP flusher_commit_seconds Latency of one batch's Postgres commit",
               "# TYPE flusher_commit_seconds histogram"]  # fmt: skip
     for snap in snapshots:
         consumer = {"consumer": snap.get("consumer", "")}
         histogram = snap.get("commit_seconds") or {}
         for bound, count in (histogram.get("buckets") or {}).items():
-            lines.append(_sample("flusher_commit_seconds_bucket", {**consumer, "le": bound}, count))
-        lines.append(_sample("flusher_commit_seconds_sum", consumer, histogram.get("sum", 0)))
-        lines.append(_sample("flusher_commit_seconds_count", consumer, histogram.get("count", 0)))
+            lines.append(sample("flusher_commit_seconds_bucket", {**consumer, "le": bound}, count))
+        lines.append(sample("flusher_commit_seconds_sum", consumer, histogram.get("sum", 0)))
+        lines.append(sample("flusher_commit_seconds_count", consumer, histogram.get("count", 0)))
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_message, push
 from tests.hook_helpers import SECRET, hook_settings, http_receiver, no_hooks_left, running_worker, until  # noqa: F401
 from tracker.cli import main
+from tracker.hooks import worker_metrics_key, workers_set_key
 
 
 def http_hook(url: str, name: str) -> dict:
@@ -28,7 +29,8 @@ def stats_environment(monkeypatch, settings, database_url: str) -> None:
 async def test_a_failing_hook_shows_its_state_backlog_and_error_next_to_a_healthy_one(
     settings, redis, pg, monkeypatch, capsys
 ):
-    settings = hook_settings(settings, hooks_pause_after_failures=3, hooks_consumer="ops-worker")
+    settings = hook_settings(settings, hooks_pause_after_failures=3, hooks_consumer="ops-worker",
+                             hooks_heartbeat_ttl_s=2)  # fmt: skip
     message = await make_message(pg)
     stats_environment(monkeypatch, settings, settings.database_url)
     with http_receiver() as broken, http_receiver() as healthy:
@@ -45,6 +47,15 @@ async def test_a_failing_hook_shows_its_state_backlog_and_error_next_to_a_health
                 return hook["state"] == "failing" and len(healthy.events()) == len(events)
 
             await until(settled, 15, "one hook failing, the other delivered")
+
+            async def scraped() -> str:
+                text = (await api.client.get("/metrics")).text
+                delivered = f'hooks_delivered_events_total{{consumer="ops-worker",hook="{healthy_id}"}} 20.0'
+                failing = f'hooks_state{{consumer="ops-worker",hook="{failing_id}",state="failing"}} 1.0'
+                return text if delivered in text and failing in text else ""
+
+            await until(scraped, 5, "the worker's counts in /metrics (published with its heartbeat)")
+            metrics = await scraped()
             assert main(["stats", "--json"]) == 0
             view = json.loads(capsys.readouterr().out)["hooks"]
             assert main(["stats"]) == 0
@@ -60,6 +71,18 @@ async def test_a_failing_hook_shows_its_state_backlog_and_error_next_to_a_health
     assert failing["delivered"] == 0 and failing["last_success_age_s"] is None
     assert (ok["state"], ok["backlog_entries"], ok["delivered"], ok["last_error"]) == ("active", 0, 20, None)
     assert ok["last_success_age_s"] is not None and ok["dead_letter_entries"] == 0
+
+    worker = f'consumer="ops-worker",hook="{failing_id}"'
+    assert f"hooks_failed_attempts_total{{{worker}}} 3.0" in metrics
+    assert f'hooks_state{{{worker},state="active"}} 0.0' in metrics
+    assert f"hooks_failures_in_a_row{{{worker}}} 3.0" in metrics
+    backlog = {int(line.split('"')[1]): float(line.rsplit(" ", 1)[1])
+               for line in metrics.splitlines() if line.startswith("hooks_backlog_entries{")}  # fmt: skip
+    assert backlog[failing_id] >= 1 and backlog[healthy_id] == 0
+    assert f'hooks_send_seconds_count{{consumer="ops-worker",hook="{healthy_id}"}}' in metrics
+    # A worker that stopped cleanly takes its snapshot and its name away.
+    assert not await redis.exists(worker_metrics_key(settings.stream_prefix, "ops-worker"))
+    assert not await redis.sismember(workers_set_key(settings.stream_prefix), "ops-worker")
 
     assert "Action hooks (workers: ops-worker)" in text
     (row,) = [line for line in text.splitlines() if line.strip().startswith(f"{failing_id} ") and "crm" in line]

@@ -70,6 +70,16 @@ def worker_heartbeat_key(prefix: str, consumer: str) -> str:
     return f"{prefix}:hooks:alive:{consumer}"
 
 
+def worker_metrics_key(prefix: str, consumer: str) -> str:
+    """A hooks worker's counts per hook (JSON), refreshed with its heartbeat, for the edge's /metrics."""
+    return f"{prefix}:hooks:metrics:{consumer}"
+
+
+def workers_set_key(prefix: str) -> str:
+    """Names of hooks workers that have run; those whose heartbeat expired are pruned at a worker's start."""
+    return f"{prefix}:hooks:workers"
+
+
 # -- definitions ------------------------------------------------------------------------------
 
 Kind = Literal[tuple(sorted(KINDS))]  # type: ignore[valid-type]

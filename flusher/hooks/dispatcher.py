@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from flusher.hooks.delivery import Delivery, DeliveryFailed
 from flusher.hooks.destinations import open_destination
 from flusher.hooks.registry import HookDefinition, Lookups, load_hook, load_hooks
 from flusher.hooks.replays import Replays
-from flusher.hooks.runner import HookRunner
+from flusher.hooks.runner import HookRunner, Outcome
 from flusher.worker import default_consumer_name
 from tracker.events import EventIds
 from tracker.hooks import (
@@ -41,6 +42,8 @@ from tracker.hooks import (
     sample_event,
     test_requests_key,
     worker_heartbeat_key,
+    worker_metrics_key,
+    workers_set_key,
 )
 from tracker.settings import Settings
 
@@ -64,7 +67,8 @@ class HooksWorker:
         self._closing = asyncio.Event()
         self._version: bytes | None = None
         self.ids = EventIds()
-        self.delivered = 0
+        # Per hook, for as long as this worker runs: a runner made again on reload carries on counting.
+        self.outcomes: dict[int, Outcome] = {}
 
     def close(self) -> None:
         """Stop after the deliveries in hand (safe from a signal handler); `run()` then returns."""
@@ -116,7 +120,10 @@ class HooksWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             with contextlib.suppress(*REDIS_TRANSIENT):
-                await self.redis.delete(worker_heartbeat_key(self.settings.stream_prefix, self.consumer))
+                prefix = self.settings.stream_prefix
+                await self.redis.delete(worker_heartbeat_key(prefix, self.consumer),
+                                        worker_metrics_key(prefix, self.consumer))  # fmt: skip
+                await self.redis.srem(workers_set_key(prefix), self.consumer)
             await self.pool.close()
             await self.redis.aclose()
             log.info("hooks worker %s stopped: %d events delivered", self.consumer, self.delivered)
@@ -138,6 +145,7 @@ class HooksWorker:
                     runner.update(definition)
                 continue
             runner = HookRunner(definition, self.settings, self.redis, lookups, self.consumer, burst=self.burst)
+            runner.outcome = self.outcomes.setdefault(hook_id, Outcome())
             self.runners[hook_id] = (runner, asyncio.create_task(self._run_runner(runner)))
 
     async def _run_runner(self, runner: HookRunner) -> None:
@@ -148,9 +156,6 @@ class HooksWorker:
         except Exception:
             log.exception("hook %d: runner failed; it restarts at the next reload", runner.hook_id)
             self.runners.pop(runner.hook_id, None)
-        finally:
-            self.delivered += runner.outcome.delivered
-            runner.outcome.delivered = 0
 
     async def _stop_runners(self, hook_ids: list[int]) -> None:
         stopping = [self.runners.pop(hook_id) for hook_id in hook_ids if hook_id in self.runners]
@@ -199,14 +204,43 @@ class HooksWorker:
 
     async def _heartbeat_loop(self) -> None:
         ttl = self.settings.hooks_heartbeat_ttl_s
-        key = worker_heartbeat_key(self.settings.stream_prefix, self.consumer)
+        prefix = self.settings.stream_prefix
+        key = worker_heartbeat_key(prefix, self.consumer)
+        metrics_key, workers_key = worker_metrics_key(prefix, self.consumer), workers_set_key(prefix)
+        await self._forget_dead_workers(workers_key)
         while True:
-            delivered = self.delivered + sum(runner.outcome.delivered for runner, _t in self.runners.values())
             facts = {"consumer": self.consumer, "pid": os.getpid(), "at": time.time(), "hooks": len(self.runners),
-                     "delivered": delivered}  # fmt: skip
+                     "delivered": self.delivered}  # fmt: skip
             with contextlib.suppress(*REDIS_TRANSIENT):
-                await self.redis.set(key, json.dumps(facts), ex=ttl)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(key, json.dumps(facts), ex=ttl)
+                    # For the edge's /metrics: found through the workers set, gone with the TTL.
+                    pipe.set(metrics_key, json.dumps(self.metrics_snapshot()), ex=ttl)
+                    pipe.sadd(workers_key, self.consumer)
+                    await pipe.execute()
             await asyncio.sleep(ttl / 3)
+
+    @property
+    def delivered(self) -> int:
+        return sum(outcome.delivered for outcome in self.outcomes.values())
+
+    def metrics_snapshot(self) -> dict:
+        hooks = {}
+        for hook_id, outcome in self.outcomes.items():
+            running = self.runners.get(hook_id)
+            state = running[0].definition.state if running else "stopped"
+            hooks[str(hook_id)] = {**dataclasses.asdict(outcome), "state": state,
+                                   "failures_in_a_row": running[0].failures if running else 0}  # fmt: skip
+        return {"consumer": self.consumer, "at": time.time(), "hooks": hooks}
+
+    async def _forget_dead_workers(self, workers_key: str) -> None:
+        prefix = self.settings.stream_prefix
+        with contextlib.suppress(*REDIS_TRANSIENT):
+            names = [name.decode() for name in await self.redis.smembers(workers_key)]
+            alive = await asyncio.gather(*(self.redis.exists(worker_heartbeat_key(prefix, n)) for n in names))
+            dead = [name for name, up in zip(names, alive, strict=True) if not up and name != self.consumer]
+            if dead:
+                await self.redis.srem(workers_key, *dead)
 
     async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         delay = self.settings.hooks_retry_min_s

@@ -61,8 +61,13 @@ class Stopped(Exception):
 
 @dataclass
 class Outcome:
-    delivered: int = 0
-    dead_lettered: int = 0
+    """A hook's counts in this worker since it started (kept across reloads; published as metrics)."""
+
+    delivered: int = 0  # events acknowledged by the destination
+    deliveries: int = 0  # sends acknowledged
+    failed_attempts: int = 0  # sends that failed (each retry counts)
+    dead_lettered: int = 0  # events
+    send_seconds: float = 0.0  # time in acknowledged sends
 
 
 def retry_delay(settings: Settings, failures: int, rng: Callable[[], float] = random.random) -> float:
@@ -234,6 +239,7 @@ class HookRunner:
         while True:
             if self.closing or self.definition.state != "active":
                 raise Stopped()
+            started = time.perf_counter()
             try:
                 await self.destination.send(delivery)
             except DeliveryFailed as exc:
@@ -244,12 +250,15 @@ class HookRunner:
             else:
                 self.failures = 0
                 self.outcome.delivered += len(delivery.events)
+                self.outcome.deliveries += 1
+                self.outcome.send_seconds += time.perf_counter() - started
                 await self._transient("Postgres: record success",
                                       lambda: registry.record_success(self.lookups.pool, self.hook_id,
                                                                       len(delivery.events)))  # fmt: skip
                 return
             tries += 1
             self.failures += 1
+            self.outcome.failed_attempts += 1
             age_s = time.time() - oldest_ms / 1000
             if tries >= DEAD_LETTER_MIN_TRIES and age_s >= self.settings.hooks_dead_letter_after_s:
                 await self._dead_letter(delivery, error, tries)
