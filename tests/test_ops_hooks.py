@@ -71,6 +71,7 @@ async def test_a_failing_hook_shows_its_state_backlog_and_error_next_to_a_health
     assert failing["delivered"] == 0 and failing["last_success_age_s"] is None
     assert (ok["state"], ok["backlog_entries"], ok["delivered"], ok["last_error"]) == ("active", 0, 20, None)
     assert ok["last_success_age_s"] is not None and ok["dead_letter_entries"] == 0
+    assert failing["open_replays"] == ok["open_replays"] == 0
 
     worker = f'consumer="ops-worker",hook="{failing_id}"'
     assert f"hooks_failed_attempts_total{{{worker}}} 3.0" in metrics

@@ -46,6 +46,7 @@ class HookStats(msgspec.Struct):
     last_success_age_s: float | None = None
     delivered: int | None = None
     dead_lettered_events: int | None = None
+    open_replays: int | None = None  # replay jobs queued or running
 
 
 class HooksView(msgspec.Struct):
@@ -121,6 +122,7 @@ def collect_hooks(settings: Any, redis: Redis, now_ms: float) -> HooksView:
             last_success_age_s=_since(now, row.get("last_success_at")),
             delivered=row.get("delivered"),
             dead_lettered_events=row.get("dead_lettered"),
+            open_replays=row.get("open_replays"),
         ))  # fmt: skip
     return HooksView(hooks=hooks, workers=alive, note=note)
 
@@ -175,8 +177,10 @@ async def _fetch_rows(database_url: str) -> dict[int, dict[str, Any]]:
         rows = await conn.fetch(
             "select id, name, destination, state, consecutive_failures, last_error,"
             " extract(epoch from last_error_at)::float8 as last_error_at,"
-            " extract(epoch from last_success_at)::float8 as last_success_at, delivered, dead_lettered"
-            " from hooks order by id",
+            " extract(epoch from last_success_at)::float8 as last_success_at, delivered, dead_lettered,"
+            " (select count(*) from hook_replays r where r.hook_id = h.id and r.status in ('queued', 'running'))"
+            " as open_replays"
+            " from hooks h order by id",
             timeout=_PG_TIMEOUT_S,
         )
     finally:
@@ -196,7 +200,7 @@ def render_hooks(view: HooksView) -> list[str]:
     if not view.hooks:
         lines.append("  no hooks")
         return lines
-    rows = [("id", "name", "type", "state", "backlog", "oldest", "replay", "dead", "failures", "delivered",
+    rows = [("id", "name", "type", "state", "backlog", "oldest", "replay", "jobs", "dead", "failures", "delivered",
              "last success", "last error")]  # fmt: skip
     for h in view.hooks:
         error = "-"
@@ -205,11 +209,13 @@ def render_hooks(view: HooksView) -> list[str]:
             error = f"{age(h.last_error_age_s)} ago: {shown}"
         rows.append((str(h.id), h.name or "?", h.destination or "?", h.state or "?",
                      "?" if h.backlog_entries is None else f"{h.backlog_entries:,}", age(h.oldest_waiting_age_s),
-                     f"{h.replay_entries:,}", f"{h.dead_letter_entries:,}", num(h.consecutive_failures),
+                     f"{h.replay_entries:,}", num(h.open_replays), f"{h.dead_letter_entries:,}",
+                     num(h.consecutive_failures),
                      num(h.delivered), age(h.last_success_age_s) + (" ago" if h.last_success_age_s is not None else ""),
                      error))  # fmt: skip
-    lines += table(rows, right={0, 4, 5, 6, 7, 8, 9, 10})
+    lines += table(rows, right={0, 4, 5, 6, 7, 8, 9, 10, 11})
     waiting = [h for h in view.hooks if h.state in ("paused", "failing") and h.backlog_entries]
     if waiting:
         lines.append("  paused and failing hooks keep their backlog; resume one with POST /api/v1/hooks/{id}/resume")
+    lines.append("  backlog, replay and dead count stream entries; jobs: replay jobs queued or running")
     return lines
