@@ -52,7 +52,9 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground group, and Redis must
+        # outlive the edge and flusher, which are stopped first (pg_ctl does the same for Postgres).
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not self.socket.exists():
             if self.process.poll() is not None:
