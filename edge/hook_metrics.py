@@ -83,7 +83,8 @@ def render_hooks_metrics(backlog: dict[str, int], snapshots: list[dict], now: fl
     if not backlog and not snapshots:
         return ""
     now = time.time() if now is None else now
-    lines = ["# HELP hooks_backlog_entries Committed-stream entries a hook has not acknowledged",
+    lines = ["# HELP hooks_backlog_entries Committed-stream entries a hook has not acknowledged"
+             f" (a lower bound after trims: counted up to {_COUNT_UP_TO} per shard where Redis knows no lag)",
              "# TYPE hooks_backlog_entries gauge"]  # fmt: skip
     lines += [sample("hooks_backlog_entries", {"hook": hook}, count) for hook, count in sorted(backlog.items())]
     per_hook = [(snap.get("consumer", ""), hook, facts) for snap in snapshots

@@ -2,7 +2,8 @@
 
 Days are UTC days. DDL runs in its own short transaction under an advisory
 lock, so flushers starting together do not race to create the same table, and
-a batch transaction never holds a lock on the parent table.
+a batch transaction never holds a lock on the parent table. It waits at most
+LOCK_TIMEOUT_MS for the table, so a long reader never stalls the inserts.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncpg
 
 log = logging.getLogger("flusher.partitions")
 _LOCK_ID = 0x7472_6B70  # "trkp"
+LOCK_TIMEOUT_MS = 300
 _NAME = re.compile(r"^events_(\d{8})$")
 US_PER_DAY = 86_400_000_000
 EPOCH = dt.date(1970, 1, 1)
@@ -46,6 +48,7 @@ async def create_days(conn: asyncpg.Connection, days: Iterable[dt.date]) -> list
     """Create the partitions of `days` that are missing; return the ones created now."""
     created = []
     async with conn.transaction():
+        await _short_lock_waits(conn)
         await conn.execute("select pg_advisory_xact_lock($1)", _LOCK_ID)
         have = await existing_days(conn)
         for day in sorted(set(days) - have):
@@ -65,6 +68,7 @@ async def drop_before(conn: asyncpg.Connection, first_kept: dt.date) -> list[dt.
     """Drop the partitions of days before `first_kept`; return the days dropped."""
     dropped = []
     async with conn.transaction():
+        await _short_lock_waits(conn)
         await conn.execute("select pg_advisory_xact_lock($1)", _LOCK_ID)
         for day in sorted(await existing_days(conn)):
             if day < first_kept:
@@ -73,3 +77,10 @@ async def drop_before(conn: asyncpg.Connection, first_kept: dt.date) -> list[dt.
     if dropped:
         log.info("dropped events partitions %s (retention)", ", ".join(partition_name(d) for d in dropped))
     return dropped
+
+
+async def _short_lock_waits(conn: asyncpg.Connection) -> None:
+    # Attaching or dropping a partition needs the events table to itself. While it waits for a
+    # long reader (a replay's cursor, a report) every insert queues behind it, so it gives up
+    # quickly (LockNotAvailableError) and is tried again later instead.
+    await conn.execute(f"set local lock_timeout = '{LOCK_TIMEOUT_MS}ms'")

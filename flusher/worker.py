@@ -25,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import asyncpg
 from redis.exceptions import ResponseError
 
 from flusher._retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Backoff
@@ -38,6 +39,8 @@ log = logging.getLogger("flusher")
 T = TypeVar("T")
 _POLL_MS = 500  # longest blocking read, so that close() is noticed promptly
 _READ_MAX_ENTRIES = 1000
+_MAINTENANCE_RETRIED = tuple(e for e in POSTGRES_TRANSIENT if e is not asyncpg.LockNotAvailableError)
+_MAINTENANCE_POSTPONE_S = 60
 _STATS = ("batches", "entries", "events", "stored", "duplicates", "dead_lettered", "trimmed")
 
 
@@ -173,8 +176,13 @@ class Flusher:
                     # On a connection no batch is using: asyncpg runs one operation at a time.
                     spare = await idle.get()
                     try:
-                        await self._retry("Postgres: maintenance", spare.maintain, POSTGRES_TRANSIENT,
+                        await self._retry("Postgres: maintenance", spare.maintain, _MAINTENANCE_RETRIED,
                                           on_failure=spare.drop_connection)  # fmt: skip
+                    except asyncpg.LockNotAvailableError:
+                        # Partitions are made days ahead: better later than stalling every insert now.
+                        log.warning("maintenance postponed %ds: a long transaction holds the events table",
+                                    _MAINTENANCE_POSTPONE_S)  # fmt: skip
+                        next_maintenance = time.monotonic() + _MAINTENANCE_POSTPONE_S
                     finally:
                         idle.put_nowait(spare)
                 sink = await idle.get()

@@ -74,6 +74,7 @@ def key_id_of(text: str) -> str:
     text = text.strip()
     if text.startswith(PREFIX):
         text = text[len(PREFIX) : len(PREFIX) + _ID_LEN]
+    text = text.lower()  # ids are made lower case; a hand-typed one may not be
     if len(text) != _ID_LEN or any(c not in "0123456789abcdef" for c in text):
         raise InputError("invalid_key_id", f"{text[:20]!r} is not an API key id: expected {_ID_LEN} hex digits")
     return text

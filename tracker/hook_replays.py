@@ -2,30 +2,48 @@
 
 The API records a job and answers 202 at once (`create_replay`); a hooks worker
 claims it (`claim_replay`) and pages through the events table in (ts, id)
-order with one cursor, putting each page on the hook's replay stream and then
-recording its place (`run_replay`). A worker that dies mid-job leaves it
-`running` with its place; a worker that finds it so, and the dead worker's
-heartbeat gone, carries on from there: at most the last page is sent twice,
-with the same event ids. Nothing here knows about HTTP.
+order, putting each page on the hook's replay stream and then recording its
+place (`ReplayRun`). Rules that keep it safe:
+
+- Every write of the worker names it (`... and worker = $me and status =
+  'running'`): a worker that lost the job (taken over, or the hook deleted)
+  sees 0 rows changed and stops; at most its last page is sent twice.
+- The worker renews a lease (`heartbeat_at`) while it works; a running job
+  whose lease is older than LEASE_S is taken over from its recorded place.
+- A cursor's transaction lasts at most CURSOR_S: a long read must not hold the
+  events table against the flusher's partition maintenance for minutes.
+- Pages are appended with NOMKSTREAM, so a deleted hook's stream is never
+  made again, and only while the replay stream holds fewer than
+  MAX_STREAM_ENTRIES entries: a replay never floods the Redis the edge needs.
+
+Nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import itertools
 import json
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from tracker.events import Event, encode_batch, encode_event
 from tracker.hooks import replay_stream
 
 REPLAY_COLUMNS = (
-    "id, hook_id, since, until, message_id, max_events, status, queued_events, truncated, error,"
+    "id, hook_id, since, until, message_id, max_events, status, queued_events, truncated, after_ts, error,"
     " created_at, started_at, finished_at"
 )
+LEASE_S = 30.0
+CURSOR_S = 10.0
+MAX_STREAM_ENTRIES = 100  # pages waiting in the hook's replay stream before the job waits
+MAX_ATTEMPTS = 5  # claims of one job (worker deaths, Postgres or Redis failures) before it is failed
+OPEN_JOBS_PER_HOOK = 3
 
-# One query per job (or per resumed job): Postgres sorts the range once, the cursor pages it.
+# One sorted read per cursor; a new cursor starts after the recorded place.
 _EVENTS = """
 select id, ts, (extract(epoch from ts) * 1000000)::bigint as ts_us, kind, channel, message_id, profile_id,
        link_version, link_index, ua_class, ip_prefix, data::text as data
@@ -37,13 +55,26 @@ limit $6
 """
 
 
+class JobLost(Exception):
+    """This worker no longer holds the job: taken over, or its hook was deleted."""
+
+
 async def create_replay(conn: Any, hook_id: int, since: dt.datetime, until: dt.datetime,
                         message_id: int | None, max_events: int) -> Any:  # fmt: skip
-    return await conn.fetchrow(
-        f"insert into hook_replays (hook_id, since, until, message_id, max_events) values ($1, $2, $3, $4, $5)"
-        f" returning {REPLAY_COLUMNS}",
-        hook_id, since, until, message_id, max_events,
-    )  # fmt: skip
+    """The new job's row; None when the hook has OPEN_JOBS_PER_HOOK jobs queued or running already."""
+    async with conn.transaction():
+        # Serialises job creation per hook, so the count below cannot be raced past.
+        await conn.execute("select from hooks where id = $1 for update", hook_id)
+        open_jobs = await conn.fetchval(
+            "select count(*) from hook_replays where hook_id = $1 and status in ('queued', 'running')", hook_id
+        )
+        if open_jobs >= OPEN_JOBS_PER_HOOK:
+            return None
+        return await conn.fetchrow(
+            f"insert into hook_replays (hook_id, since, until, message_id, max_events) values ($1, $2, $3, $4, $5)"
+            f" returning {REPLAY_COLUMNS}",
+            hook_id, since, until, message_id, max_events,
+        )  # fmt: skip
 
 
 async def get_replay(conn: Any, hook_id: int, replay_id: int) -> Any:
@@ -58,84 +89,132 @@ async def list_replays(conn: Any, hook_id: int, limit: int = 50) -> list[Any]:
     )
 
 
-async def claim_replay(conn: Any, worker: str, is_alive: Callable[[str], Awaitable[bool]],
-                       busy: set[int]) -> Any | None:  # fmt: skip
-    """The oldest job to work on now, marked running by `worker`; None when there is none.
+async def claim_replay(conn: Any, worker: str, busy: set[int], lease_s: float = LEASE_S) -> Any | None:
+    """The oldest job to work on now, marked running by `worker`: queued, or running on a lapsed lease.
 
-    A queued job, or a running one whose worker is gone (no heartbeat, or this very
-    worker restarted under the same name and not running it: `busy` lists ours).
+    `busy` lists the jobs this worker runs now. A job claimed MAX_ATTEMPTS times is failed instead.
     """
-    async with conn.transaction():
-        rows = await conn.fetch(
-            "select id, status, worker from hook_replays where status in ('queued', 'running')"
-            " order by id limit 100 for update skip locked"
-        )
-        for row in rows:
-            if row["id"] in busy:
-                continue
-            if row["status"] == "running" and row["worker"] != worker and await is_alive(row["worker"]):
-                continue
-            return await conn.fetchrow(
-                "update hook_replays set status = 'running', worker = $2, error = null,"
-                " started_at = coalesce(started_at, now()) where id = $1"
-                " returning id, hook_id, since, until, message_id, max_events, queued_events, after_ts, after_id",
-                row["id"], worker,
+    while True:
+        async with conn.transaction():
+            row = await conn.fetchrow(
+                "select id, attempts, error from hook_replays where (status = 'queued'"
+                " or (status = 'running' and heartbeat_at < now() - $1 * interval '1 second'))"
+                " and id <> all($2::bigint[]) order by id limit 1 for update skip locked",
+                lease_s, list(busy),
             )  # fmt: skip
-    return None
+            if row is None:
+                return None
+            if row["attempts"] < MAX_ATTEMPTS:
+                return await conn.fetchrow(
+                    "update hook_replays set status = 'running', worker = $2, heartbeat_at = now(),"
+                    " attempts = attempts + 1, started_at = coalesce(started_at, now()) where id = $1"
+                    " returning id, hook_id, since, until, message_id, max_events, queued_events, after_ts,"
+                    " after_id, attempts",
+                    row["id"], worker,
+                )  # fmt: skip
+            last = f"; last error: {row['error']}" if row["error"] else ""
+            await conn.execute(
+                "update hook_replays set status = 'failed', finished_at = now(), error = $2 where id = $1",
+                row["id"], f"given up after {row['attempts']} attempts{last}"[:2000],
+            )  # fmt: skip
 
 
-async def run_replay(read: Any, write: Any, redis: Any, prefix: str, job: Any, *, page: int = 2000,
-                     stopping: Callable[[], bool] = lambda: False) -> bool:  # fmt: skip
-    """Page the job's events onto the hook's replay stream from where it stands; True when finished.
+class ReplayRun:
+    """One worker's run of one job, from its recorded place; `run()` True when the job is done."""
 
-    `read` holds the cursor's transaction; `write` records progress after each page, so
-    that what is recorded has been queued. False: `stopping()` said so; the job stays running.
-    """
-    target = replay_stream(prefix, job["hook_id"])
-    queued, after_ts, after_id = job["queued_events"], job["after_ts"], job["after_id"]
-    left = max(0, job["max_events"] - queued)
-    pending: list[Any] = []
+    def __init__(self, job: Any, worker: str, read: Any, write: Any, redis: Any, prefix: str, *,
+                 page: int = 2000, stopping: Callable[[], bool] = lambda: False) -> None:  # fmt: skip
+        self.job, self.worker = job, worker
+        self.read, self.write, self.redis = read, write, redis
+        self.target = replay_stream(prefix, job["hook_id"])
+        self.page = page
+        self.stopping = stopping
+        self.queued = job["queued_events"]
+        self.after_ts, self.after_id = job["after_ts"], job["after_id"]
+        self._writing = asyncio.Lock()  # the lease task and the pages share the write connection
 
-    async def flush() -> None:
-        nonlocal queued, after_ts, after_id
-        payloads = [encode_event(_event(row)) for row in pending]
-        await redis.xadd(target, {b"e": encode_batch(payloads)})
-        queued += len(pending)
-        after_ts, after_id = pending[-1]["ts"], pending[-1]["id"]
-        pending.clear()
-        await write.execute(
-            "update hook_replays set queued_events = $2, after_ts = $3, after_id = $4 where id = $1",
-            job["id"], queued, after_ts, after_id,
+    async def run(self) -> bool:
+        left = max(0, self.job["max_events"] - self.queued)
+        truncated = False
+        while not truncated:
+            # A cursor per CURSOR_S: its transaction ends, so DDL on the events table can get in between.
+            opened, pending, more = time.monotonic(), [], False
+            async with self.read.transaction(readonly=True):
+                args = (self.job["since"], self.job["until"], self.job["message_id"], self.after_ts,
+                        self.after_id or uuid.UUID(int=0), left + 1)  # fmt: skip
+                async for row in self.read.cursor(_EVENTS, *args, prefetch=self.page):
+                    if left == 0:
+                        truncated = True  # one row past the cap: the range goes on
+                        break
+                    pending.append(row)
+                    left -= 1
+                    if len(pending) >= self.page:
+                        await self._append(pending)
+                        pending = []
+                        if self.stopping():
+                            return False
+                        if time.monotonic() - opened >= CURSOR_S:
+                            more = True
+                            break
+            if pending:
+                await self._append(pending)
+            if not more:
+                break
+        await self._fenced(
+            "update hook_replays set status = 'done', truncated = $3, finished_at = now(), error = null", truncated
+        )
+        return True
+
+    async def renew_lease(self) -> None:
+        """Keep the lease while the job runs (as a task: a first sorted read may take a while)."""
+        while True:
+            await asyncio.sleep(LEASE_S / 3)
+            await self._fenced("update hook_replays set heartbeat_at = now()")
+
+    async def _append(self, rows: list[Any]) -> None:
+        await self._wait_for_room()
+        payload = encode_batch([encode_event(_event(row)) for row in rows])
+        if await self.redis.xadd(self.target, {b"e": payload}, nomkstream=True) is None:
+            # The stream is gone: the hook was deleted (the fence below says so), or Redis lost it.
+            await self._fenced("update hook_replays set heartbeat_at = now()")
+            raise RuntimeError(f"the hook's replay stream {self.target} is gone (Redis restarted without data?)")
+        self.queued += len(rows)
+        self.after_ts, self.after_id = rows[-1]["ts"], rows[-1]["id"]
+        await self._fenced(
+            "update hook_replays set queued_events = $3, after_ts = $4, after_id = $5, heartbeat_at = now()",
+            self.queued, self.after_ts, self.after_id,
         )  # fmt: skip
 
-    truncated = False
-    taken = 0
-    async with read.transaction(readonly=True):
-        # One row past the cap says whether the cap cut the range short.
-        args = (job["since"], job["until"], job["message_id"], after_ts, after_id or uuid.UUID(int=0), left + 1)
-        async for row in read.cursor(_EVENTS, *args, prefetch=page):
-            if taken >= left:
-                truncated = True
-                break
-            pending.append(row)
-            taken += 1
-            if len(pending) >= page:
-                await flush()
-                if stopping():
-                    return False
-    if pending:
-        await flush()
-    await write.execute(
-        "update hook_replays set status = 'done', truncated = $2, finished_at = now() where id = $1",
-        job["id"], truncated,
-    )  # fmt: skip
-    return True
+    async def _wait_for_room(self) -> None:
+        # Polled: the hook's runner trims the stream as it acknowledges, and tells nobody.
+        for _ in itertools.count():
+            if self.stopping() or await self.redis.xlen(self.target) < MAX_STREAM_ENTRIES:
+                return
+            await asyncio.sleep(0.5)
+
+    async def _fenced(self, update: str, *args: Any) -> None:
+        async with self._writing:
+            status = await self.write.execute(
+                f"{update} where id = $1 and worker = $2 and status = 'running'", self.job["id"], self.worker, *args
+            )
+        if status.endswith(" 0"):
+            raise JobLost(f"replay {self.job['id']}")
 
 
-async def fail_replay(conn: Any, replay_id: int, error: str) -> None:
+async def fail_replay(conn: Any, replay_id: int, worker: str, error: str) -> None:
     await conn.execute(
-        "update hook_replays set status = 'failed', error = $2, finished_at = now() where id = $1",
-        replay_id, error[:2000],
+        "update hook_replays set status = 'failed', error = $3, finished_at = now()"
+        " where id = $1 and worker = $2 and status = 'running'",
+        replay_id, worker, error[:2000],
+    )  # fmt: skip
+
+
+async def note_error(conn: Any, replay_id: int, worker: str, attempts: int, error: str) -> None:
+    """A failure worth retrying: shown on the job, which a claim resumes after 2, 4, 8 ... s (MAX_ATTEMPTS)."""
+    await conn.execute(
+        "update hook_replays set error = $3, heartbeat_at = now() - ($4 - $5) * interval '1 second'"
+        " where id = $1 and worker = $2 and status = 'running'",
+        replay_id, worker, error[:2000], LEASE_S, float(2**attempts),
     )  # fmt: skip
 
 

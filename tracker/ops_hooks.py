@@ -38,7 +38,7 @@ class HookStats(msgspec.Struct):
     backlog_entries: int | None  # pending + unread over its committed streams and replay stream (None: unknown)
     pending_entries: int
     oldest_waiting_age_s: float | None  # the oldest entry it has not acknowledged
-    replay_entries: int
+    replay_entries: int | None
     dead_letter_entries: int
     consecutive_failures: int | None = None
     last_error: str | None = None
@@ -114,7 +114,7 @@ def collect_hooks(settings: Any, redis: Redis, now_ms: float) -> HooksView:
             backlog_entries=total.entries,
             pending_entries=total.pending,
             oldest_waiting_age_s=total.age_s(now_ms),
-            replay_entries=replay.entries or 0,
+            replay_entries=replay.entries,
             dead_letter_entries=dead[n] if isinstance(dead[n], int) else 0,
             consecutive_failures=row.get("consecutive_failures"),
             last_error=row.get("last_error"),
@@ -167,7 +167,7 @@ def _hook_rows(database_url: str) -> tuple[dict[int, dict[str, Any]], str | None
         # In a thread of its own: the caller may be running an event loop already (tests, embedding).
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, _fetch_rows(database_url)).result(), None
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except Exception as exc:  # unreachable, not migrated, or a malformed URL: the Redis side still shows
         return {}, f"Postgres unreachable or not migrated ({exc.__class__.__name__}: {exc}): states unknown"
 
 
@@ -209,7 +209,7 @@ def render_hooks(view: HooksView) -> list[str]:
             error = f"{age(h.last_error_age_s)} ago: {shown}"
         rows.append((str(h.id), h.name or "?", h.destination or "?", h.state or "?",
                      "?" if h.backlog_entries is None else f"{h.backlog_entries:,}", age(h.oldest_waiting_age_s),
-                     f"{h.replay_entries:,}", num(h.open_replays), f"{h.dead_letter_entries:,}",
+                     num(h.replay_entries), num(h.open_replays), f"{h.dead_letter_entries:,}",
                      num(h.consecutive_failures),
                      num(h.delivered), age(h.last_success_age_s) + (" ago" if h.last_success_age_s is not None else ""),
                      error))  # fmt: skip

@@ -121,7 +121,7 @@ ENDPOINTS = [
              response=HookTestResult, errors=(404,)),
     Endpoint("POST", "/hooks/{hook_id}/replay", hooks.replay_hook, "write",
              "Re-send stored events of a time range or a message to this hook only: a job a hooks worker runs",
-             ReplayIn, Replay, 202, (*_BODY, 404)),
+             ReplayIn, Replay, 202, (*_BODY, 404, 409)),
     Endpoint("GET", "/hooks/{hook_id}/replays", hooks.list_hook_replays, "read",
              "A hook's replay jobs, newest first", response=ReplayList, errors=(404,)),
     Endpoint("GET", "/hooks/{hook_id}/replays/{replay_id}", hooks.get_hook_replay, "read",

@@ -33,7 +33,7 @@ from edge.api.schemas import (
     ReplayIn,
     ReplayList,
 )
-from tracker.hook_replays import create_replay, get_replay, list_replays
+from tracker.hook_replays import OPEN_JOBS_PER_HOOK, create_replay, get_replay, list_replays
 from tracker.hooks import (
     TestReply,
     TestRequest,
@@ -53,7 +53,7 @@ from tracker.hooks import (
     test_requests_key,
 )
 from tracker.hooks import backlog_entries as count_backlog
-from tracker.input_errors import InputError, NotFound
+from tracker.input_errors import Conflict, InputError, NotFound
 
 _COLUMNS = (
     "id, name, destination, secrets::text as secrets, filter::text as filter, state, consecutive_failures,"
@@ -219,6 +219,9 @@ async def replay_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContex
     if since >= until:
         raise InputError("invalid_request", "since must be before until")
     row = await create_replay(conn, hook_id, since, until, body.message_id, ctx.settings.hooks_replay_max_events)
+    if row is None:
+        raise Conflict("too_many_replays", f"hook {hook_id} has {OPEN_JOBS_PER_HOOK} replay jobs queued or running;"
+                       " wait for one to finish (GET .../replays)")  # fmt: skip
     return json_response(_replay(row), 202)
 
 
@@ -241,7 +244,8 @@ def _replay(row: asyncpg.Record) -> Replay:
     return Replay(
         id=row["id"], hook_id=row["hook_id"], status=row["status"], since=row["since"], until=row["until"],
         message_id=row["message_id"], max_events=row["max_events"], queued=row["queued_events"],
-        truncated=row["truncated"], error=row["error"], created_at=row["created_at"], started_at=row["started_at"],
+        truncated=row["truncated"], resume_from=row["after_ts"] if row["truncated"] else None, error=row["error"],
+        created_at=row["created_at"], started_at=row["started_at"],
         finished_at=row["finished_at"],
     )  # fmt: skip
 

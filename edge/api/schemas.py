@@ -322,8 +322,9 @@ class Replay(msgspec.Struct):
     message_id: int | None
     max_events: int  # TRACKER_HOOKS_REPLAY_MAX_EVENTS when it was asked for
     queued: int  # events put on the hook's replay stream so far (its filter still applies)
-    truncated: bool  # stopped at max_events: replay the rest from the last event's time
-    error: str | None
+    truncated: bool  # stopped at max_events: ask again with since = resume_from for the rest
+    resume_from: datetime.datetime | None  # when truncated: the time of the last event queued
+    error: str | None  # why it failed, or the last failure it is retrying after
     created_at: datetime.datetime
     started_at: datetime.datetime | None
     finished_at: datetime.datetime | None

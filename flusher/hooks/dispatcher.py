@@ -83,9 +83,11 @@ class HooksWorker:
         self.pool = await self._retry("Postgres: connect", lambda: asyncpg.create_pool(
             self.settings.database_url, min_size=1, max_size=6, timeout=10))  # fmt: skip
         self.replays = Replays(self.settings, self.redis, self.pool, self.consumer)
-        helpers = [] if self.burst else [asyncio.create_task(self._heartbeat_loop()),
-                                         asyncio.create_task(self._test_loop()),
-                                         asyncio.create_task(self.replays.loop(self._closing))]  # fmt: skip
+        helpers = [] if self.burst else [
+            asyncio.create_task(_logged("heartbeat", self._heartbeat_loop())),
+            asyncio.create_task(_logged("test deliveries", self._test_loop())),
+            asyncio.create_task(_logged("replay jobs", self.replays.loop(self._closing))),
+        ]
         try:
             if self.burst:  # the replays asked for so far, on the replay streams before the runners read them
                 await self._retry("replay jobs", lambda: self.replays.run_open_jobs(self._closing.is_set))
@@ -116,9 +118,8 @@ class HooksWorker:
             for task in helpers:
                 task.cancel()
             await self._stop_runners(list(self.runners))
-            for task in helpers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            # A helper that died of a bug must not skip the clean-up below (it was logged where it died).
+            await asyncio.gather(*helpers, return_exceptions=True)
             with contextlib.suppress(*REDIS_TRANSIENT):
                 prefix = self.settings.stream_prefix
                 await self.redis.delete(worker_heartbeat_key(prefix, self.consumer),
@@ -251,6 +252,16 @@ class HooksWorker:
                 log.warning("%s failed: %r; again in %.2fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.settings.hooks_retry_max_s)
+
+
+async def _logged(what: str, work: Awaitable[None]) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("hooks worker: %s stopped on an unexpected error", what)
+        raise
 
 
 async def deliver_sample(definition: HookDefinition, ids: EventIds) -> TestReply:

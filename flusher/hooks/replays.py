@@ -2,9 +2,10 @@
 
 Jobs are rare and can be long (up to TRACKER_HOOKS_REPLAY_MAX_EVENTS events):
 one at a time per worker, on two pooled connections (the cursor's and the
-progress writer's), checking between pages whether the worker is closing. A
-failure of Postgres or Redis leaves the job running under this worker's name,
-and the next poll resumes it from its recorded place.
+progress writer's), checking between pages whether the worker is closing.
+A failure of Postgres or Redis is noted on the job, which a later claim (of
+this worker or another) resumes from its recorded place, up to
+tracker.hook_replays.MAX_ATTEMPTS claims.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from flusher._retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT
-from tracker.hook_replays import claim_replay, fail_replay, run_replay
-from tracker.hooks import worker_heartbeat_key
+from tracker.hook_replays import JobLost, ReplayRun, claim_replay, fail_replay, note_error
 from tracker.settings import Settings
 
 log = logging.getLogger("hooks")
@@ -36,11 +36,11 @@ class Replays:
         self.finished = 0
 
     async def run_open_jobs(self, stopping: Callable[[], bool]) -> int:
-        """Claim and run jobs until none is left (or `stopping()`); the number finished."""
+        """Claim and run jobs until none is ready (or `stopping()`); the number finished."""
         finished = 0
         while not stopping():
             async with self.pool.acquire() as conn:
-                job = await claim_replay(conn, self.consumer, self._alive, self.busy)
+                job = await claim_replay(conn, self.consumer, self.busy)
             if job is None:
                 break
             finished += await self._run(job, stopping)
@@ -53,6 +53,8 @@ class Replays:
                 await self.run_open_jobs(closing.is_set)
             except (*POSTGRES_TRANSIENT, *REDIS_TRANSIENT) as exc:
                 log.warning("replay jobs: %r; trying again in %.0fs", exc, POLL_S)
+            except Exception:  # e.g. the schema is not migrated yet: keep polling, loudly
+                log.exception("replay jobs: unexpected failure; trying again in %.0fs", POLL_S)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(closing.wait(), POLL_S)
 
@@ -63,19 +65,29 @@ class Replays:
         self.busy.add(replay_id)
         try:
             async with self.pool.acquire() as read, self.pool.acquire() as write:
+                run = ReplayRun(job, self.consumer, read, write, self.redis, self.settings.stream_prefix,
+                                stopping=stopping)  # fmt: skip
+                lease = asyncio.create_task(run.renew_lease())
                 try:
-                    done = await run_replay(read, write, self.redis, self.settings.stream_prefix, job,
-                                            stopping=stopping)  # fmt: skip
-                except (*POSTGRES_TRANSIENT, *REDIS_TRANSIENT):
-                    raise  # left running under this worker's name: the next poll carries on
+                    done = await run.run()
+                except JobLost:
+                    log.info("replay %d to hook %d: no longer ours (taken over, or the hook deleted)", replay_id,
+                             hook_id)  # fmt: skip
+                    return False
+                except (*POSTGRES_TRANSIENT, *REDIS_TRANSIENT) as exc:
+                    log.warning("replay %d to hook %d: %r; it resumes from its place later", replay_id, hook_id, exc)
+                    with contextlib.suppress(*POSTGRES_TRANSIENT):
+                        await note_error(write, replay_id, self.consumer, job["attempts"], f"{exc!r}")
+                    return False
                 except Exception as exc:
                     log.exception("replay %d to hook %d failed", replay_id, hook_id)
-                    await fail_replay(write, replay_id, f"{type(exc).__name__}: {exc}")
+                    await fail_replay(write, replay_id, self.consumer, f"{type(exc).__name__}: {exc}")
                     return False
+                finally:
+                    lease.cancel()
+                    # The lease task may have been writing: wait for it before the connection goes back.
+                    await asyncio.gather(lease, return_exceptions=True)
         finally:
             self.busy.discard(replay_id)
         log.info("replay %d to hook %d: %s", replay_id, hook_id, "done" if done else "paused: the worker is closing")
         return done
-
-    async def _alive(self, worker: str) -> bool:
-        return bool(await self.redis.exists(worker_heartbeat_key(self.settings.stream_prefix, worker)))
