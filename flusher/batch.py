@@ -95,6 +95,11 @@ class Batch:
         self.size += 1
         self.faults.append(Fault(stream, entry_id, payload, reason))
 
+    def drop_duplicate(self, event_id: bytes) -> None:
+        """Forget an event found stored already under another time (a provider's redelivery)."""
+        del self.events[event_id]
+        self.duplicates += 1
+
     def reject(self, event_id: bytes, reason: str) -> None:
         """Move a decoded event to the faults (found bad by the sink)."""
         event, stream, entry_id = self.events.pop(event_id)

@@ -19,12 +19,13 @@ import msgspec
 from flusher import effects, partitions
 from flusher._retry import POSTGRES_TRANSIENT
 from flusher.batch import Batch
-from tracker.events import Event
+from tracker.events import TIMELESS_ID_PREFIX, Event
 from tracker.settings import Settings
 
 log = logging.getLogger("flusher.sink")
 _json = msgspec.json.Encoder()
 _KNOWN_MESSAGES_MAX = 200_000
+_REDELIVERY_WINDOW_US = 3 * 86_400 * 1_000_000  # how far apart a provider's redeliveries may arrive
 
 
 @dataclass(slots=True)
@@ -101,6 +102,7 @@ class PostgresSink:
         conn = await self.connect()
         await self._check_messages(conn, batch)
         self._check_times(batch)
+        await self._drop_redeliveries(conn, batch)
         events = [event for event, _stream, _entry in batch.events.values()]
         if not events:
             return Stored(duplicates=batch.duplicates)
@@ -153,6 +155,24 @@ class PostgresSink:
             for event_id in [eid for eid, found in batch.events.items() if found[0].message_id in missing]:
                 batch.reject(event_id, f"message {batch.events[event_id][0].message_id} does not exist")
 
+    async def _drop_redeliveries(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        """Reports stored at their arrival time (no provider time) come again at another time:
+        found by id across a few days, they are duplicates. The same id at the same time is
+        this batch again (a retry after a crash), which the insert dedupes as usual."""
+        timeless = [found[0] for eid, found in batch.events.items() if eid[:6] == TIMELESS_ID_PREFIX]
+        if not timeless:
+            return
+        slack = _REDELIVERY_WINDOW_US
+        low, high = min(e.ts_us for e in timeless) - slack, max(e.ts_us for e in timeless) + slack
+        rows = await conn.fetch(
+            "select id, ts from events where id = any($1::uuid[]) and ts >= $2 and ts <= $3",
+            [e.id for e in timeless], _datetime(low), _datetime(high),
+        )  # fmt: skip
+        for row in rows:
+            found = batch.events.get(row["id"])
+            if found is not None and found[0].ts_us != (row["ts"] - _EPOCH) // _MICROSECOND:
+                batch.drop_duplicate(row["id"])
+
     def _check_times(self, batch: Batch) -> None:
         now_us = time.time_ns() // 1000
         retention = self.settings.flusher_retention_days
@@ -175,6 +195,14 @@ class PostgresSink:
             needed = {partitions.day_of(event.ts_us) for event in events} - self._days
             await partitions.create_days(conn, needed)
             self._days |= needed
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def _datetime(ts_us: int) -> dt.datetime:
+    return _EPOCH + ts_us * _MICROSECOND
 
 
 def _one_day_partition(events: list[Event]) -> str | None:

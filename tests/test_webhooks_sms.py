@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, quote
 import pytest
 
 from tests.edge_helpers import running_edge, wait_for_events
+from tests.flusher_helpers import counters, drain, make_message, make_profiles
 from tests.webhook_examples import assert_no_events, example, mint_ref
 from tracker.tokens import Channel
 
@@ -139,3 +140,27 @@ async def test_a_twilio_retry_without_a_carrier_time_gets_the_time_first_seen(ho
             assert (await client.post(path, content=form, headers=headers)).status_code == 200
         first, second = await wait_for_events(redis, hook_settings, 2)
     assert (first.id, first.ts_us) == (second.id, second.ts_us)
+
+
+async def test_a_twilio_retry_reaching_another_edge_process_is_stored_once(hook_settings, redis, pg):
+    message = await make_message(pg, channel="sms")
+    (profile,) = await make_profiles(pg, 1)
+    ref = mint_ref(hook_settings, Channel.SMS, message, profile)
+    form = example("twilio_undelivered.form").replace(b"&RawDlrDoneDate=2405311609", b"")
+    path = f"/hooks/sms/twilio?tracker_ref={quote(ref)}"
+    headers = {"x-twilio-signature": twilio_signature("https://track.example.com" + path, form)}
+    stats, seen = [], []
+    for _process in range(2):  # each edge process remembers only its own first sightings
+        async with running_edge(hook_settings) as (_app, client):
+            assert (await client.post(path, content=form, headers=headers)).status_code == 200
+        seen += await wait_for_events(redis, hook_settings, 1)
+        stats.append((await drain(hook_settings)).stats)  # stores, acknowledges and trims the stream
+    first, second = seen
+    # Stored at two arrival times under one id with no time in it: the flusher finds the first by id.
+    assert first.id == second.id and first.id[:6] == bytes(6) and first.ts_us < second.ts_us
+    assert (stats[0]["stored"], stats[1]["stored"], stats[1]["duplicates"]) == (1, 0, 1)
+    rows = await pg.fetch("select kind, extract(epoch from ts) * 1e6 as ts_us from events where message_id = $1",
+                          message)  # fmt: skip
+    assert [(row["kind"], int(row["ts_us"])) for row in rows] == [("undelivered", first.ts_us)]
+    total, uniques = (await counters(pg, message))["undelivered"]
+    assert (total, uniques) == (1, 1)

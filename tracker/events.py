@@ -74,6 +74,12 @@ def encode_batch(payloads: list[bytes]) -> bytes:
     return header + b"".join(payloads)
 
 
+# Ids whose 48 time bits are zero: reports whose provider sends no event time, stored at the time
+# they arrived. A redelivery arrives later, so only the id (not the id and time) can say it is the
+# same report; the flusher looks such ids up across a few days (flusher.sink).
+TIMELESS_ID_PREFIX = bytes(6)
+
+
 class EventIds:
     """UUIDv7-style ids: 48-bit ms time, then a per-process random node and a counter.
 

@@ -66,6 +66,8 @@ class Report:
     provider_event_id: str
     ts_us: int
     data: dict[str, Any] = field(default_factory=dict)
+    # ts_us is when this edge first saw the report, not the provider's time (the provider sends none)
+    arrival_time: bool = False
 
 
 class Provider(Protocol):
@@ -97,12 +99,16 @@ def facts(**values: Any) -> dict[str, str]:
 _EVENT_ID_KEY = b"tracker/webhook-event-id/v1"
 
 
-def report_event_id(channel: str, provider: str, provider_event_id: str, ts_us: int) -> bytes:
+def report_event_id(channel: str, provider: str, provider_event_id: str, ts_us: int,
+                    arrival_time: bool = False) -> bytes:  # fmt: skip
     """A UUIDv7-layout id that a redelivery of the same provider event gets again.
 
-    48 bits of ms time (the provider's event time) | version 7 | 12 + 62 bits of a keyed
+    48 bits of ms time (the provider's event time; zero when `ts_us` is only the arrival
+    time, see tracker.events.TIMELESS_ID_PREFIX) | version 7 | 12 + 62 bits of a keyed
     hash of (channel, provider, provider event id) around the variant bits.
     """
+    if arrival_time:
+        ts_us = 0
     digest = hashlib.blake2b(
         f"{channel}\0{provider}\0{provider_event_id}".encode(), digest_size=10, key=_EVENT_ID_KEY
     ).digest()

@@ -87,7 +87,7 @@ class WebhookRoutes:
             if token is None or token[0] != _REF or CHANNEL_NAMES.get(token[1]) != channel:
                 outcome["bad_ref"] += 1
                 continue
-            event_id = report_event_id(channel, provider, report.provider_event_id, report.ts_us)
+            event_id = report_event_id(channel, provider, report.provider_event_id, report.ts_us, report.arrival_time)
             data = report.data or None
             size = 96 + (sum(len(k) + len(v) for k, v in data.items()) if data else 0)
             # An Event's fields in order (tracker.events.Event); no UA or IP: the provider called, not the recipient.

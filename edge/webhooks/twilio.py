@@ -11,8 +11,9 @@ Mapping by MessageStatus: delivered -> delivered; undelivered, failed -> undeliv
 with {"code": ErrorCode}; queued, sent, read and the rest are not tracked.
 The provider event id is MessageSid + status. Twilio sends no event time: the time is
 RawDlrDoneDate (the carrier's, minute precision) when present, else when this
-process first saw that id, so a retry reaching the same edge process gets the same
-event id; a retry reaching another edge may be stored twice.
+process first saw that id. In that case the event id carries no time
+(tracker.events.TIMELESS_ID_PREFIX): a retry reaching another edge process gets
+another time but the same id, and the flusher stores it once.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class TwilioStatusCallbacks:
         if not sid or not status:
             raise malformed("MessageSid and MessageStatus required")
         event_id = f"{sid}:{status}"
-        ts_us = carrier_time_us(form.get("RawDlrDoneDate", "")) or self.first_seen.time_us(event_id)
+        carrier_us = carrier_time_us(form.get("RawDlrDoneDate", ""))
+        ts_us = carrier_us or self.first_seen.time_us(event_id)
         data = facts(provider="twilio", status=status, code=form.get("ErrorCode"))
-        return [Report(_KINDS.get(status), request.query.get("tracker_ref"), event_id, ts_us, data)]
+        return [Report(_KINDS.get(status), request.query.get("tracker_ref"), event_id, ts_us, data,
+                       arrival_time=carrier_us is None)]  # fmt: skip
