@@ -148,6 +148,26 @@ class SubscriptionList(msgspec.Struct):
     subscriptions: list[Subscription]
 
 
+class Subscriber(msgspec.Struct):
+    profile_id: int
+    external_id: str | None
+    email: str | None
+    phone: str | None
+    status: Literal["pending", "subscribed", "unsubscribed"]
+    subscribed_at: datetime.datetime | None
+    confirmed_at: datetime.datetime | None
+    unsubscribed_at: datetime.datetime | None
+    email_status: Literal["active", "hard_bounced", "complained"]
+    phone_status: Literal["active", "undelivered", "complained"]
+
+
+class SubscriberPage(msgspec.Struct):
+    """One page, in profile id order."""
+
+    subscribers: list[Subscriber]
+    next_after: int | None  # pass as ?after= for the next page; null: this was the last one
+
+
 class MessageIn(_In):
     channel: MessageChannel
     content: str
@@ -213,7 +233,8 @@ class RenderOut(msgspec.Struct):
 # Every Struct that appears in the schema, for msgspec.json.schema_components.
 COMPONENTS: tuple[type, ...] = (
     ErrorBody, ProfileFieldIn, ProfileField, ProfileFieldList, ProfileIn, ProfilePatch, Profile, ImportSummary,
-    ImportStopped, ResourceIn, Resource, ResourceList, SubscribeIn, Subscription, SubscriptionList, MessageIn,
+    ImportStopped, ResourceIn, Resource, ResourceList, SubscribeIn, Subscription, SubscriptionList, Subscriber,
+    SubscriberPage, MessageIn,
     VersionIn, Message, MessageStats, RenderIn, RenderOut,
 )  # fmt: skip
 

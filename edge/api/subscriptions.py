@@ -12,8 +12,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edge.api._http import ApiContext, json_response, path_id, read_json
-from edge.api.schemas import Resource, ResourceIn, ResourceList, SubscribeIn, Subscription, SubscriptionList
-from tracker.input_errors import Conflict, NotFound
+from edge.api.schemas import (
+    Resource,
+    ResourceIn,
+    ResourceList,
+    SubscribeIn,
+    Subscriber,
+    SubscriberPage,
+    Subscription,
+    SubscriptionList,
+)
+from tracker.input_errors import Conflict, InputError, NotFound
 
 _SUBSCRIPTION = """
 select s.profile_id, s.resource_id, r.name as resource_name, r.channel, s.status, s.created_at,
@@ -51,6 +60,54 @@ async def get_resource(request: Request, conn: asyncpg.Connection, ctx: ApiConte
     if row is None:
         raise NotFound("resource", resource_id)
     return json_response(_resource(row))
+
+
+# Who a send to the list may go to: an address or number that works, by the list's channel.
+_SENDABLE = {
+    "email": "p.email is not null and p.email_status = 'active'",
+    "sms": "p.phone is not null and p.phone_status <> 'complained'",
+}
+_PAGE_MAX = 1000
+
+
+async def list_subscribers(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    """A list's profiles with a given status, a page at a time in profile id order (keyset, no offset)."""
+    resource_id = path_id(request, "resource_id")
+    channel = await conn.fetchval("select channel from resources where id = $1", resource_id)
+    if channel is None:
+        raise NotFound("resource", resource_id)
+    query = request.query_params
+    status = query.get("status", "subscribed")
+    if status not in ("pending", "subscribed", "unsubscribed"):
+        raise InputError("invalid_query", f"status {status[:40]!r}: expected pending, subscribed or unsubscribed", 422)
+    sendable = _flag(query.get("sendable", "false"), "sendable")
+    after = _number(query.get("after", "0"), "after", 0, 2**63 - 1)
+    limit = _number(query.get("limit", "500"), "limit", 1, _PAGE_MAX)
+    condition = _SENDABLE.get(channel, "true") if sendable else "true"
+    rows = await conn.fetch(
+        "select s.profile_id, p.external_id, p.email, p.phone, s.status, s.subscribed_at, s.confirmed_at,"
+        " s.unsubscribed_at, p.email_status, p.phone_status"
+        " from subscriptions s join profiles p on p.id = s.profile_id"
+        f" where s.resource_id = $1 and s.status = $2 and s.profile_id > $3 and {condition}"
+        " order by s.profile_id limit $4",
+        resource_id, status, after, limit + 1,
+    )  # fmt: skip
+    page = [Subscriber(**dict(row)) for row in rows[:limit]]
+    return json_response(SubscriberPage(page, page[-1].profile_id if len(rows) > limit else None))
+
+
+def _flag(text: str, name: str) -> bool:
+    if text.lower() in ("true", "1", "yes"):
+        return True
+    if text.lower() in ("false", "0", "no"):
+        return False
+    raise InputError("invalid_query", f"{name} {text[:40]!r}: expected true or false", 422)
+
+
+def _number(text: str, name: str, low: int, high: int) -> int:
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise InputError("invalid_query", f"{name} {text[:40]!r}: expected a whole number from {low} to {high}", 422)
+    return int(text)
 
 
 async def _require(conn: asyncpg.Connection, profile_id: int, resource_id: int | None = None) -> None:
