@@ -18,11 +18,10 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from edge.prom_text import sample
-from tracker.hooks import committed_streams, worker_metrics_key, workers_set_key
+from tracker.hooks import committed_streams, hook_of_group, worker_metrics_key, workers_set_key
+from tracker.ops_format import COUNT_UNREAD_UP_TO as _COUNT_UP_TO
 
-_GROUP_PREFIX = b"hook:"
 _STATES = ("active", "paused", "failing", "stopped")
-_COUNT_UP_TO = 10_000  # entries counted one by one where Redis cannot say a group's lag
 
 # (snapshot field, metric, type, help)
 _COUNTS = (
@@ -50,11 +49,10 @@ async def hooks_text(redis: Any, prefix: str, shards: int) -> str:
     uncounted: list[tuple[str, str, Any]] = []  # (hook, stream, last delivered id): Redis gave no lag
     for stream, groups in zip(committed_streams(prefix, shards), replies[:-1], strict=True):
         for group in groups if isinstance(groups, list) else []:  # an error: no committed stream yet
-            name = group.get("name", b"")
-            name = name if isinstance(name, bytes) else name.encode()
-            if not name.startswith(_GROUP_PREFIX):
+            hook_id = hook_of_group(group.get("name", b""))
+            if hook_id is None:
                 continue
-            hook = name[len(_GROUP_PREFIX) :].decode()
+            hook = str(hook_id)
             lag = group.get("lag")
             backlog[hook] = backlog.get(hook, 0) + int(group.get("pending") or 0) + (lag if isinstance(lag, int) else 0)
             if not isinstance(lag, int):

@@ -39,6 +39,13 @@ def hook_group(hook_id: int) -> str:
     return f"hook:{hook_id}"
 
 
+def hook_of_group(name: bytes | str) -> int | None:
+    """The hook id of a consumer group named by `hook_group`; None for any other group."""
+    text = name.decode(errors="replace") if isinstance(name, bytes) else name
+    head, _, tail = text.partition(":")
+    return int(tail) if head == "hook" and tail.isascii() and tail.isdigit() else None
+
+
 def replay_stream(prefix: str, hook_id: int) -> str:
     """Events re-sent to one hook only: replays from Postgres and re-queued dead letters."""
     return f"{prefix}:hooks:{hook_id}:replay"

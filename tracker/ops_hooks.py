@@ -22,10 +22,9 @@ import asyncpg
 import msgspec
 from redis import Redis
 
-from tracker.hooks import committed_streams, dead_letter_stream, replay_stream, worker_heartbeat_key
+from tracker.hooks import committed_streams, dead_letter_stream, hook_of_group, replay_stream, worker_heartbeat_key
 from tracker.ops_format import COUNT_UNREAD_UP_TO, age, as_bytes, counted_unread, num, table, text
 
-_GROUP_PREFIX = "hook:"
 _PG_TIMEOUT_S = 2.0
 _ERROR_SHOWN = 60  # characters of the last error in the table; --json has all of it
 
@@ -137,10 +136,10 @@ def _group_backlogs(redis: Redis, streams: list[str]) -> dict[int, _Backlog]:
     pipe = redis.pipeline(transaction=False)
     for stream, groups in zip(streams, infos, strict=True):
         for group in groups if isinstance(groups, list) else []:  # an error: no such stream yet
-            name = text(group["name"])
-            if not name.startswith(_GROUP_PREFIX) or not name[len(_GROUP_PREFIX) :].isdigit():
+            name, hook_id = text(group["name"]), hook_of_group(group["name"])
+            if hook_id is None:
                 continue
-            found.append((stream, int(name[len(_GROUP_PREFIX) :]), group))
+            found.append((stream, hook_id, group))
             pipe.xpending(stream, name)
             pipe.xinfo_consumers(stream, name)
             count = 1 if "lag" in group and group["lag"] is not None else COUNT_UNREAD_UP_TO + 1

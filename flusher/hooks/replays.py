@@ -33,7 +33,6 @@ class Replays:
         self.pool = pool
         self.consumer = consumer
         self.busy: set[int] = set()
-        self.finished = 0
 
     async def run_open_jobs(self, stopping: Callable[[], bool]) -> int:
         """Claim and run jobs until none is ready (or `stopping()`); the number finished."""
@@ -44,7 +43,6 @@ class Replays:
             if job is None:
                 break
             finished += await self._run(job, stopping)
-        self.finished += finished
         return finished
 
     async def loop(self, closing: asyncio.Event) -> None:
