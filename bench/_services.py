@@ -15,10 +15,10 @@ import asyncpg
 import msgspec
 import redis
 
-from tracker.keys import ENTRY_FIELD
-from tracker.link_tables import Link, create_message
-from tracker.migrate import migrate
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.keys import ENTRY_FIELD
+from tracker.contract.schema import migrate
+from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.domain.link_tables import Link, create_message
 
 # -- Postgres -----------------------------------------------------------------------------
 

@@ -29,11 +29,11 @@ from redis.asyncio import Redis
 
 from bench._services import database_url_for
 from flusher.worker import Flusher
-from tracker.events import Event, EventIds, encode_batch, encode_event
-from tracker.keys import ENTRY_FIELD, event_stream, shard_for
-from tracker.link_tables import Link, create_message
-from tracker.migrate import migrate
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.events import Event, EventIds, encode_batch, encode_event
+from tracker.contract.keys import ENTRY_FIELD, event_stream, shard_for
+from tracker.contract.schema import migrate
+from tracker.domain.link_tables import Link, create_message
 
 # Roughly what a campaign sends back: deliveries and opens dominate, clicks follow.
 MIX = [
@@ -103,10 +103,10 @@ async def bench(args: argparse.Namespace) -> None:
                 {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url},
                 stream_prefix=prefix,
                 stream_shards=args.shards,
-                flusher_consumer="bench",
+                flusher={"consumer": "bench"},
             )
             if args.batch_max_events:
-                settings = settings.replace(flusher_batch_max_events=args.batch_max_events)
+                settings = settings.replace(flusher={"batch_max_events": args.batch_max_events})
             flusher = Flusher(settings, burst=True)
             profiler = cProfile.Profile() if args.profile and round_ == args.rounds else None
             started, cpu_started = time.perf_counter(), time.process_time()

@@ -25,10 +25,10 @@ from pathlib import Path
 
 from redis.asyncio import Redis
 
-from tracker.embedded import EmbeddedPostgres, EmbeddedRedis
-from tracker.events import decode_batch
-from tracker.keys import ENTRY_FIELD, event_streams
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.events import decode_batch
+from tracker.contract.keys import ENTRY_FIELD, event_streams
+from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.ops.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
 def rss_mb(pid: int) -> float:

@@ -33,9 +33,9 @@ from redis.asyncio import Redis
 from bench._services import database_url_for
 from bench.flusher_drain import make_events, push, seed
 from flusher.worker import Flusher
-from tracker.hooks import backlog_entries, create_groups, set_hooks_count
-from tracker.migrate import migrate
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.schema import migrate
+from tracker.domain.hook_definitions import backlog_entries, create_groups, set_hooks_count
 
 
 def serve_receiver(port: int) -> None:
@@ -99,7 +99,7 @@ async def bench(args: argparse.Namespace) -> None:
             await push(redis, prefix, args.shards, events, args.per_entry)
             settings = Settings.from_env(
                 {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url},
-                stream_prefix=prefix, stream_shards=args.shards, flusher_consumer="bench",
+                stream_prefix=prefix, stream_shards=args.shards, flusher={"consumer": "bench"},
             )  # fmt: skip
             worker = None
             if with_hooks:
@@ -108,7 +108,7 @@ async def bench(args: argparse.Namespace) -> None:
             if with_hooks and not args.no_worker:
                 env = {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url,
                        "TRACKER_STREAM_PREFIX": prefix, "TRACKER_STREAM_SHARDS": str(args.shards)}  # fmt: skip
-                worker = subprocess.Popen([sys.executable, "-m", "flusher.hooks.cli", "--log-level", "warning"],
+                worker = subprocess.Popen([sys.executable, "-m", "forwarder.cli", "--log-level", "warning"],
                                           env=env)  # fmt: skip
             flusher = Flusher(settings, burst=True)
             started = time.perf_counter()

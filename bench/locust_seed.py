@@ -6,13 +6,13 @@
 
 Runs the migrations, creates `--profiles` profiles, registers an email (with
 `--links` tracked links), an SMS (two URLs, so two short links each) and an
-app-push message, and renders them for every profile with `tracker.render`,
+app-push message, and renders them for every profile with `tracker.domain.render`,
 the code the API uses: the tokens and short codes are the ones real
 recipients would get. Writes the paths to `--out` (JSON, read by the
 locustfile through LOCUST_SEED_FILE) and the environment the edge needs
 (database, signing keys, generic webhook secret) to `<out>.env`, mode 0600.
 
-TRACKER_SIGNING_KEYS and TRACKER_HOOK_GENERIC_EMAIL_SECRET are taken from the
+TRACKER_SIGNING_KEYS and TRACKER_REPORT_GENERIC_EMAIL_SECRET are taken from the
 environment when set, else made up here; REDIS_URL, when set, gets the SMS
 short codes cached as the API would (the edge falls back to Postgres anyway).
 """
@@ -33,10 +33,10 @@ import asyncpg
 from redis.asyncio import Redis
 
 from bench._services import create_database, drop_database
-from tracker.messages import register_message
-from tracker.migrate import migrate
-from tracker.render import render_message
-from tracker.settings import Settings, parse_signing_keys
+from tracker.config import Settings, parse_signing_keys
+from tracker.contract.schema import migrate
+from tracker.domain.messages import register_message
+from tracker.domain.render import render_message
 
 DEFAULT_OUT = Path("bench/results/locust-seed.json")
 PUSH_ACTIONS = ["view", "reply", "dismiss"]
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     env = os.environ
     keys = env.get("TRACKER_SIGNING_KEYS") or f"1:{secrets.token_urlsafe(24)}"
-    hook_secret = env.get("TRACKER_HOOK_GENERIC_EMAIL_SECRET") or secrets.token_urlsafe(24)
+    report_secret = env.get("TRACKER_REPORT_GENERIC_EMAIL_SECRET") or secrets.token_urlsafe(24)
     admin_url, database, database_url = args.database_url, None, args.database_url
     if args.fresh:
         database, database_url = create_database(admin_url)
@@ -136,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = asyncio.run(seed(settings, args.profiles, args.links))
     data |= {"database": database, "admin_url": admin_url if database else None,
-             "hook_generic_email_secret": hook_secret}  # fmt: skip
+             "report_generic_email_secret": report_secret}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     _write_private(args.out, json.dumps(data))
     env_file = args.out.with_suffix(".env")
     _write_private(env_file, "".join(f"{name}={value}\n" for name, value in {
         "DATABASE_URL": database_url,
         "TRACKER_SIGNING_KEYS": keys,
-        "TRACKER_HOOK_GENERIC_EMAIL_SECRET": hook_secret,
+        "TRACKER_REPORT_GENERIC_EMAIL_SECRET": report_secret,
         "LOCUST_SEED_FILE": str(args.out),
     }.items()))  # fmt: skip
     print(f"seeded {args.profiles} recipients x (email with {args.links} links, SMS with 2 short links, app push)"

@@ -4,7 +4,7 @@
     locust -f bench/locustfile.py --headless --processes 2 -u 200 -r 50 -t 30s --host http://127.0.0.1:8000
 
 Each simulated user is a stream of recipients acting on one email, one SMS
-and one app push (tokens rendered by `tracker.render`, see bench/locust_seed.py),
+and one app push (tokens rendered by `tracker.domain.render`, see bench/locust_seed.py),
 plus the ESP posting delivery reports. Weights say how often each action
 comes relative to the others; redirects are never followed (the target is
 example.com, and following would measure someone else's server).
@@ -36,7 +36,7 @@ from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
 try:
-    from edge.webhooks.generic import sign
+    from edge.reports.generic import sign
 except ImportError:  # the webhook package is not in this checkout: the delivery-report task stays off
     sign = None
 
@@ -111,8 +111,8 @@ class Recipient(FastHttpUser):
         body = json.dumps(reports).encode()
         stamp = str(int(now))
         headers = {"content-type": "application/json", "x-tracker-timestamp": stamp,
-                   "x-tracker-signature": sign(_seed["hook_generic_email_secret"], stamp, body)}  # fmt: skip
-        with self.client.post("/hooks/email/generic", data=body, headers=headers, catch_response=True) as response:
+                   "x-tracker-signature": sign(_seed["report_generic_email_secret"], stamp, body)}  # fmt: skip
+        with self.client.post("/reports/email/generic", data=body, headers=headers, catch_response=True) as response:
             if _expect(response, 200) and response.json().get("recorded") != len(reports):
                 response.failure(f"recorded {response.text} of {len(reports)} reports")
 

@@ -33,10 +33,10 @@ import asyncpg
 from bench._procs import Servers, free_port, wait_http
 from bench._services import create_database, drop_database
 from bench._wrk import find_wrk
-from tracker.embedded import EmbeddedPostgres, EmbeddedRedis
-from tracker.link_tables import create_message
-from tracker.migrate import migrate
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.schema import migrate
+from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.domain.link_tables import create_message
+from tracker.ops.embedded import EmbeddedPostgres, EmbeddedRedis
 
 # A constant-rate variant of the rotating script: delay() spaces each connection's requests.
 RATE_LUA = r"""

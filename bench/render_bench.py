@@ -16,9 +16,9 @@ import statistics
 import sys
 import time
 
-from tracker.message_templates import compile_template
-from tracker.render import MessageInfo, Renderer
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.domain.message_templates import compile_template
+from tracker.domain.render import MessageInfo, Renderer
 
 TARGET_S = 1.0
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bench import _procs, _report, _services, _wrk
 from bench._procs import Server, Servers
-from tracker.settings import parse_signing_keys
+from tracker.config import parse_signing_keys
 
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -121,7 +121,7 @@ class Bench:
         args = self.args
         redis_url = "" if args.embedded else args.redis_url
         admin_url = "" if args.embedded else args.database_url
-        from tracker.embedded import EmbeddedPostgres, EmbeddedRedis
+        from tracker.ops.embedded import EmbeddedPostgres, EmbeddedRedis
 
         if not redis_url:
             redis = EmbeddedRedis(self.temp / "redis", persist=False)

@@ -11,10 +11,10 @@ from starlette.routing import Mount, Route
 
 from edge.api import build_api
 from edge.health import health, ready
+from edge.reports import ProviderReportRoutes
 from edge.state import EdgeState
 from edge.tracking import TrackingRoutes
-from edge.webhooks import WebhookRoutes
-from tracker.settings import Settings
+from tracker.config import Settings
 
 
 def create_app(settings: Settings | None = None) -> TrackingRoutes:
@@ -23,8 +23,8 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = Settings.from_env()
     state = EdgeState(settings)
-    hooks = WebhookRoutes(state)
-    state.metrics.webhook_counts = hooks.counters
+    reports = ProviderReportRoutes(state)
+    state.metrics.provider_report_counts = reports.counters
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -39,7 +39,9 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
             Route("/health", health, methods=["GET", "HEAD"]),
             Route("/ready", ready, methods=["GET", "HEAD"]),
             Route("/metrics", state.metrics.endpoint, methods=["GET"]),
-            Route("/hooks/{channel}/{provider}", hooks.handle, methods=["POST"]),
+            # Provider reports: `/reports/...`, and `/hooks/...`, the path senders were given first.
+            Route("/reports/{channel}/{provider}", reports.handle, methods=["POST"]),
+            Route("/hooks/{channel}/{provider}", reports.handle, methods=["POST"]),
             # The API (and its schema at /api/v1/openapi.json): off the hot path, behind API keys.
             Mount("/api/v1", app=build_api(state)),
         ],

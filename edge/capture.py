@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from tracker.tokens import CHANNEL_NAMES
+from tracker.contract.tokens import CHANNEL_NAMES
 
 if TYPE_CHECKING:
     from edge.state import EdgeState
@@ -38,7 +38,7 @@ class Capture:
     ) -> None:
         ua_class, ip = self._facts(scope)
         now_us = time.time_ns() // 1000
-        # An Event's fields, in order (see tracker.events.Event).
+        # An Event's fields, in order (see tracker.contract.events.Event).
         self._add(
             (self._new_id(now_us // 1000), kind, CHANNEL_NAMES.get(channel, "email"), message_id, profile_id,
              now_us, link_version, link_index, ua_class, ip, data),

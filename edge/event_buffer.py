@@ -26,16 +26,16 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edge.spool import Spool, adopt, discard, read_offset, read_records, write_offset
-from tracker.events import encode_batch, encode_event
-from tracker.keys import ENTRY_FIELD, event_streams, shard_for
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.events import encode_batch, encode_event
+from tracker.contract.keys import ENTRY_FIELD, event_streams, shard_for
 
 log = logging.getLogger("edge.events")
 _REPLAY_CHUNK = 1000
 # Append one entry to a stream and say how long the stream is now.
 _APPEND = "redis.call('XADD', KEYS[1], '*', ARGV[1], ARGV[2]) return redis.call('XLEN', KEYS[1])"
 _RECORD_BYTES = 128  # a generous estimate of one encoded pixel or click event
-_PROFILE = 4  # position of profile_id in an event record (tracker.events.Event's field order)
+_PROFILE = 4  # position of profile_id in an event record (tracker.contract.events.Event's field order)
 
 
 class EventBuffer:
@@ -44,11 +44,11 @@ class EventBuffer:
         self.spool = spool
         self.streams = event_streams(settings.stream_prefix, settings.stream_shards)
         self.shards = settings.stream_shards
-        self.max_events = settings.batch_max_events
-        self.max_bytes = settings.batch_max_bytes
-        self.max_age = settings.batch_max_age_ms / 1000
-        self.stream_max_len = settings.stream_max_len
-        self.retry_s = settings.redis_retry_s
+        self.max_events = settings.edge.batch_max_events
+        self.max_bytes = settings.edge.batch_max_bytes
+        self.max_age = settings.edge.batch_max_age_ms / 1000
+        self.stream_max_len = settings.edge.stream_max_len
+        self.retry_s = settings.edge.redis_retry_s
         self._pending: list[tuple] = []
         self._pending_bytes = 0
         self._timer: asyncio.TimerHandle | None = None

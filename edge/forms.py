@@ -6,7 +6,7 @@ from typing import Any
 
 from edge import responses
 from edge.capture import Capture
-from tracker.tokens import Keyring, verify
+from tracker.contract.tokens import Keyring, verify
 
 
 class BodyTooLarge(Exception):

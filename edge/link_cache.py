@@ -9,10 +9,10 @@ from redis.asyncio import Redis
 
 from edge.responses import redirect_start
 from edge.tiered_cache import TieredCache
-from tracker.keys import link_table_key
-from tracker.link_tables import LinkTable, decode_link_table, encode_link_table, load_version
-from tracker.settings import Settings
-from tracker.urls import BadURL, check_redirect_url
+from tracker.config import Settings
+from tracker.contract.keys import link_table_key
+from tracker.contract.urls import BadURL, check_redirect_url
+from tracker.domain.link_tables import LinkTable, decode_link_table, encode_link_table, load_version
 
 
 class CachedLinks:
@@ -41,10 +41,10 @@ def link_cache(settings: Settings, redis: Redis, pg_pool: Any, redis_down: Calla
 
     return TieredCache(
         "link-table",
-        settings.link_cache_size,
-        settings.link_cache_negative_ttl_s,
+        settings.edge.link_cache_size,
+        settings.edge.link_cache_negative_ttl_s,
         redis,
-        settings.link_cache_redis_ttl_s,
+        settings.edge.link_cache_redis_ttl_s,
         lambda key: link_table_key(settings.stream_prefix, *key),
         decode_link_table,
         encode_link_table,

@@ -7,7 +7,7 @@ workers, `edge serve` sets PROMETHEUS_MULTIPROC_DIR so that every worker
 writes its values to a shared folder and any worker's /metrics sums them all.
 Flushers publish JSON snapshots to Redis (see flusher/metrics.py); the edge
 finds them through the consumer groups and renders them too; action hooks
-likewise (edge/hook_metrics.py).
+likewise (edge/metrics_hooks.py).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edge.hook_metrics import hooks_text
+from edge.metrics_hooks import hooks_text
 from edge.prom_text import sample
-from tracker.keys import CONSUMER_GROUP, event_streams, flusher_metrics_key
+from tracker.contract.keys import CONSUMER_GROUP, event_streams, flusher_metrics_key
 
 log = logging.getLogger("edge.metrics")
 _SYNC_EVERY_S = 1.0
@@ -73,11 +73,11 @@ class EdgeMetrics:
             "edge_flush_seconds", "Latency of one stream write (MULTI/EXEC of XADDs)", registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )  # fmt: skip
-        self.webhooks = Counter(
+        self.provider_reports = Counter(
             "edge_webhook_reports", "Delivery reports by channel, provider and outcome",
             ["channel", "provider", "outcome"], registry=registry,
         )  # fmt: skip
-        self.webhook_counts: Any = {}  # the webhook routes' Counter, set by the app factory
+        self.provider_report_counts: Any = {}  # the provider report routes' Counter, set by the app factory
         self._seen: dict[Any, int] = {}
         self._task: asyncio.Task | None = None
 
@@ -113,8 +113,9 @@ class EdgeMetrics:
         for cache_name, cache in (("link_table", state.links), ("short_link", state.short_links)):
             self._grow((cache_name, "hit"), self.cache.labels(cache_name, "hit"), cache.hits)
             self._grow((cache_name, "miss"), self.cache.labels(cache_name, "miss"), cache.misses)
-        for (channel, provider, outcome), count in list(self.webhook_counts.items()):
-            self._grow(("hook", channel, provider, outcome), self.webhooks.labels(channel, provider, outcome), count)
+        for (channel, provider, outcome), count in list(self.provider_report_counts.items()):
+            counter = self.provider_reports.labels(channel, provider, outcome)
+            self._grow(("report", channel, provider, outcome), counter, count)
         self.spool_bytes.set(state.spool.size)
         self.spooling.set(1 if events.mode != "redis" else 0)
         self.held_reads.set(counters.held_reads)

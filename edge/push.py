@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from edge import responses
 from edge.capture import Capture
-from tracker.tokens import Keyring, TokenKind, verify
+from tracker.contract.tokens import Keyring, TokenKind, verify
 
 _PUSH = int(TokenKind.PUSH)
 _KINDS = {"ack": "push_delivered", "open": "push_opened", "click": "push_clicked"}

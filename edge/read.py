@@ -16,8 +16,8 @@ from typing import Any
 
 from edge import responses
 from edge.capture import Capture
-from tracker.settings import Settings
-from tracker.tokens import Keyring, TokenKind, verify
+from tracker.config import Settings
+from tracker.contract.tokens import Keyring, TokenKind, verify
 
 log = logging.getLogger("edge.read")
 _READ = int(TokenKind.READ)
@@ -36,10 +36,10 @@ class ReadBeacon:
         self.keys = keys
         self.capture = capture
         self.counters = counters
-        self.min_s = settings.read_min_s
-        self.max_s = settings.read_max_s
+        self.min_s = settings.edge.read_min_s
+        self.max_s = settings.edge.read_max_s
         # Never run out of GIF bytes before the maximum hold.
-        self.tick_s = max(settings.read_tick_s, settings.read_max_s / (len(GIF) - 2))
+        self.tick_s = max(settings.edge.read_tick_s, settings.edge.read_max_s / (len(GIF) - 2))
 
     async def __call__(self, scope: dict, receive: Any, send: Any, token_text: str) -> None:
         method = scope["method"]

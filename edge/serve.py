@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tracker.settings import Settings, SettingsError, settings_help
+from tracker.config import Settings, SettingsError, settings_help
 
 
 def build_parser() -> argparse.ArgumentParser:

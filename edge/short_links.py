@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 from edge import responses
 from edge.capture import Capture
 from edge.tiered_cache import TieredCache
-from tracker.keys import short_link_key
-from tracker.settings import Settings
-from tracker.short_links import CODE_PATTERN, ShortLink, resolve
-from tracker.tokens import Channel
+from tracker.config import Settings
+from tracker.contract.keys import short_link_key
+from tracker.contract.tokens import Channel
+from tracker.domain.short_links import CODE_PATTERN, ShortLink, resolve
 
 _SMS = int(Channel.SMS)
 NOT_FOUND = responses.page(404, "Link not found", "This link is not valid or has expired.")
@@ -31,10 +31,10 @@ def short_link_cache(settings: Settings, redis: Redis, pg_pool: Any, redis_down:
 
     return TieredCache(
         "short-link",
-        settings.short_link_cache_size,
-        settings.link_cache_negative_ttl_s,
+        settings.edge.short_link_cache_size,
+        settings.edge.link_cache_negative_ttl_s,
         redis,
-        settings.link_cache_redis_ttl_s,
+        settings.edge.link_cache_redis_ttl_s,
         lambda code: short_link_key(settings.stream_prefix, code),
         msgspec.msgpack.Decoder(ShortLink).decode,
         msgspec.msgpack.Encoder().encode,

@@ -20,8 +20,8 @@ import msgspec
 from edge import responses
 from edge.capture import Capture
 from edge.forms import BodyTooLarge, read_body
-from tracker.settings import Settings
-from tracker.tokens import Channel, Keyring, TokenKind, verify
+from tracker.config import Settings
+from tracker.contract.tokens import Channel, Keyring, TokenKind, verify
 
 _REF = int(TokenKind.REF)
 _SITE = int(Channel.SITE)
@@ -93,9 +93,9 @@ class SitePixel:
         self.keys = keys
         self.capture = capture
         self.counters = counters
-        self.site_keys = frozenset(filter(None, (k.strip() for k in settings.site_keys.split(","))))
-        self.max_bytes = settings.site_max_bytes
-        script = _SCRIPT.replace("__PARAM__", settings.site_link_param).encode()
+        self.site_keys = frozenset(filter(None, (k.strip() for k in settings.edge.site_keys.split(","))))
+        self.max_bytes = settings.edge.site_max_bytes
+        script = _SCRIPT.replace("__PARAM__", settings.edge.site_link_param).encode()
         cors = [(b"access-control-allow-origin", b"*")]
         self.script = responses.complete(
             200, b"application/javascript; charset=utf-8", script,

@@ -17,8 +17,8 @@ from edge.metrics import EdgeMetrics
 from edge.request_facts import RequestFacts
 from edge.short_links import short_link_cache
 from edge.spool import Spool
-from tracker.events import EventIds
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.events import EventIds
 
 log = logging.getLogger("edge")
 
@@ -48,12 +48,12 @@ class EdgeState:
             retry=Retry(NoBackoff(), 0),
         )
         self.pg_pool: asyncpg.Pool | None = None
-        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, settings.spool_fsync)
+        self.spool = Spool(settings.edge.spool_dir, settings.edge.spool_max_bytes, settings.edge.spool_fsync)
         self.events = EventBuffer(settings, self.redis, self.spool)
         pool = _LazyPool(self)
         self.links = link_cache(settings, self.redis, pool, self.redis_is_down)
         self.short_links = short_link_cache(settings, self.redis, pool, self.redis_is_down)
-        self.facts = RequestFacts(settings.trust_forwarded_for)
+        self.facts = RequestFacts(settings.edge.trust_forwarded_for)
         self.ids = EventIds()
         self.counters = EdgeCounters()
         # (route, status) -> responses; plain ints on the hot path, read by /metrics.
@@ -67,7 +67,7 @@ class EdgeState:
     async def open(self) -> None:
         # The pool connects lazily (min_size=0): an edge starts and serves pixels while Postgres is down.
         self.pg_pool = await asyncpg.create_pool(
-            self.settings.database_url, min_size=0, max_size=self.settings.pg_pool_size, timeout=5
+            self.settings.database_url, min_size=0, max_size=self.settings.edge.pg_pool_size, timeout=5
         )
         await self.events.start()
         await self.metrics.start()

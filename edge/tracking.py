@@ -19,7 +19,7 @@ from edge.short_links import ShortLinks
 from edge.site_pixel import SitePixel
 from edge.state import EdgeState
 from edge.unsubscribe import unsubscribe_route
-from tracker.tokens import Channel, Keyring, TokenKind, mint, verify
+from tracker.contract.tokens import Channel, Keyring, TokenKind, mint, verify
 
 _OPEN = int(TokenKind.OPEN)
 _CLICK = int(TokenKind.CLICK)
@@ -30,21 +30,22 @@ class TrackingRoutes:
         self.state = state
         self.app = app
         self.keys = Keyring(state.settings.signing_keys)
-        self.max_path = state.settings.max_path_len
+        self.max_path = state.settings.edge.max_path_len
         self.capture = capture = Capture(state)
         settings, counters = state.settings, state.counters
         self.read = ReadBeacon(self.keys, capture, settings, counters)
-        self.unsubscribe = unsubscribe_route(self.keys, capture, settings.form_max_bytes, counters)
-        self.confirm = confirm_route(self.keys, capture, settings.confirm_url, settings.form_max_bytes, counters)
-        self.push = PushCallbacks(self.keys, capture, settings.push_cors_origin, counters)
+        edge = settings.edge
+        self.unsubscribe = unsubscribe_route(self.keys, capture, edge.form_max_bytes, counters)
+        self.confirm = confirm_route(self.keys, capture, edge.confirm_url, edge.form_max_bytes, counters)
+        self.push = PushCallbacks(self.keys, capture, edge.push_cors_origin, counters)
         self.short_links = ShortLinks(state, capture)
         self.site = SitePixel(self.keys, capture, settings, counters)
-        self.site_param = settings.site_link_param
+        self.site_param = settings.edge.site_link_param
         self.key_id = settings.active_key_id
         # Looked up once: attribute chains cost on every request.
         self._cached_links = state.links.cached
         self.requests = state.requests
-        fallback = state.settings.fallback_url
+        fallback = state.settings.edge.fallback_url
         self.fallback = responses.redirect_start(fallback.encode()) if fallback else None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -171,10 +172,13 @@ class _StatusSend:
         await self.send(message)
 
 
+_OTHER_ROUTES = (("/api/", "api"), ("/reports/", "provider_reports"), ("/hooks/", "provider_reports"),
+                 ("/health", "health"), ("/ready", "ready"), ("/metrics", "metrics"), ("/ak", "site"))  # fmt: skip
+
+
 def _other_route(path: str) -> str:
     # A fixed set of label values: request paths never become metric labels.
-    for prefix, route in (("/api/", "api"), ("/hooks/", "hooks"), ("/health", "health"), ("/ready", "ready"),
-                          ("/metrics", "metrics"), ("/ak", "site")):  # fmt: skip
+    for prefix, route in _OTHER_ROUTES:
         if path.startswith(prefix):
             return route
     return "other"

@@ -14,7 +14,7 @@ from typing import Any
 from edge import responses
 from edge.capture import Capture
 from edge.forms import ActionForm
-from tracker.tokens import Keyring, TokenKind
+from tracker.contract.tokens import Keyring, TokenKind
 
 ASK = responses.form_page(
     200, "Unsubscribe", "Press the button to stop receiving these messages.", "Unsubscribe",

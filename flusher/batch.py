@@ -1,6 +1,6 @@
 """A batch of stream entries: decoded as they arrive, bad events set aside with a reason.
 
-Each stream entry holds a msgpack array of events (`tracker.events.encode_batch`).
+Each stream entry holds a msgpack array of events (`tracker.contract.events.encode_batch`).
 Entries are decoded when added, so decoding overlaps the Postgres write of the
 previous batch. An entry that does not decode whole is split into its events,
 so only the bad ones go to the dead letters. Every entry id is kept for the
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from tracker.events import CHANNELS, KINDS, Event, decode_batch, decode_event, encode_event, split_batch
-from tracker.keys import ENTRY_FIELD
+from tracker.contract.events import CHANNELS, KINDS, Event, decode_batch, decode_event, encode_event, split_batch
+from tracker.contract.keys import ENTRY_FIELD
 
 
 @dataclass(frozen=True, slots=True)

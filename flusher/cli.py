@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from tracker.settings import Settings, SettingsError
+from tracker.config import SHARED, Settings, SettingsError, settings_help
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-# Settings the flusher reads besides its own FLUSHER_* ones.
-_SHARED = {"redis_url", "database_url", "stream_prefix", "stream_shards", "redis_timeout_s"}
 
 _DESCRIPTION = """\
 Read events from the Redis stream shards as a consumer of the group, store them
@@ -67,34 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def environment_help() -> str:
-    lines = []
-    for f in dataclasses.fields(Settings):
-        if f.name in _SHARED or f.name.startswith("flusher_"):
-            lines.append(f"  {f.metadata['env']:<32} {f.metadata['doc']} [default: {f.default!r}]")
-    return "\n".join(lines)
+    return settings_help("flusher", shared=SHARED)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    # Flags are read as the variables they stand for, so a bad value is named the same way.
     flags = {
-        "flusher_consumer": args.consumer,
-        "redis_url": args.redis_url,
-        "database_url": args.database_url,
-        "flusher_batch_max_events": args.batch_max_events,
-        "flusher_batch_max_age_ms": args.batch_max_age_ms,
-        "flusher_claim_idle_ms": args.claim_idle_ms,
+        "FLUSHER_CONSUMER": args.consumer,
+        "REDIS_URL": args.redis_url,
+        "DATABASE_URL": args.database_url,
+        "FLUSHER_BATCH_MAX_EVENTS": args.batch_max_events,
+        "FLUSHER_BATCH_MAX_AGE_MS": args.batch_max_age_ms,
+        "FLUSHER_CLAIM_IDLE_MS": args.claim_idle_ms,
+        "FLUSHER_MIGRATE": "false" if args.no_migrate else None,
     }
-    overrides = {name: value for name, value in flags.items() if value is not None}
-    if args.no_migrate:
-        overrides["flusher_migrate"] = False
-    # Flags go through the same parsers as the environment, so a bad value is named the same way.
-    as_env = {_env(name): str(value) for name, value in overrides.items()}
-    parsed = Settings.from_env(as_env)
-    typed = {name: getattr(parsed, name) for name in overrides}
-    return Settings.from_env(**typed)
-
-
-def _env(name: str) -> str:
-    return next(f.metadata["env"] for f in dataclasses.fields(Settings) if f.name == name)
+    return Settings.from_env({**os.environ, **{name: str(value) for name, value in flags.items() if value is not None}})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def migrate(settings: Settings) -> int:
-    from tracker.migrate import migrate as apply
+    from tracker.contract.schema import migrate as apply
 
     applied = await apply(settings.database_url)
     print("applied: " + (", ".join(applied) if applied else "nothing, the schema is current"))
@@ -123,17 +108,17 @@ async def migrate(settings: Settings) -> int:
 
 
 async def serve(settings: Settings, burst: bool) -> int:
-    from flusher._retry import POSTGRES_TRANSIENT, Backoff
     from flusher.worker import Flusher
-    from tracker.migrate import migrate as apply
+    from tracker.contract.schema import migrate as apply
+    from tracker.streams.retry import POSTGRES_TRANSIENT, Backoff
 
     log = logging.getLogger("flusher")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    if settings.flusher_migrate:
-        backoff = Backoff(settings.flusher_retry_min_s, settings.flusher_retry_max_s)
+    if settings.flusher.migrate:
+        backoff = Backoff(settings.flusher.retry_min_s, settings.flusher.retry_max_s)
         while not stopping.is_set():
             try:
                 await apply(settings.database_url)
@@ -153,12 +138,12 @@ async def serve(settings: Settings, burst: bool) -> int:
 
 
 async def check(settings: Settings) -> int:
-    from tracker.keys import flusher_heartbeat_key
+    from tracker.contract.keys import flusher_heartbeat_key
 
     def key(consumer: str) -> str:
         return flusher_heartbeat_key(settings.stream_prefix, consumer)
 
-    return await check_heartbeat(settings.redis_url, key, settings.flusher_consumer, "flusher")
+    return await check_heartbeat(settings.redis_url, key, settings.flusher.consumer, "flusher")
 
 
 async def check_heartbeat(redis_url: str, key: Callable[[str], str], consumer: str, program: str) -> int:

@@ -19,7 +19,7 @@ count in totals, not in uniques; their events are stored all the same.
 
 from __future__ import annotations
 
-from tracker.settings import Settings
+from tracker.config import Settings
 
 SETUP = """
 create temp table if not exists flush_staging (
@@ -250,7 +250,7 @@ where p.id = o.profile_id and p.phone_status <> 'complained'
 def effects_script(settings: Settings) -> str:
     """Every statement after the insert, as one simple-protocol script (one round trip)."""
     email = _EMAIL_STATUS.format(
-        window=int(settings.flusher_soft_bounce_window_s), limit=int(settings.flusher_soft_bounce_limit)
+        window=int(settings.flusher.soft_bounce_window_s), limit=int(settings.flusher.soft_bounce_limit)
     )
     return "\n".join(
         [_LINK_ATTRIBUTES, _LOCK_PROFILES, _PROFILE_FIELDS, _SUBSCRIPTIONS, _SOFT_BOUNCES, email, _PHONE_STATUS,

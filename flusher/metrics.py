@@ -27,7 +27,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from tracker.keys import CONSUMER_GROUP, flusher_metrics_key
+from tracker.contract.keys import CONSUMER_GROUP, flusher_metrics_key
 
 log = logging.getLogger("flusher.metrics")
 

@@ -17,10 +17,10 @@ import asyncpg
 import msgspec
 
 from flusher import effects, partitions
-from flusher._retry import POSTGRES_TRANSIENT
 from flusher.batch import Batch
-from tracker.events import TIMELESS_ID_PREFIX, Event
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.events import TIMELESS_ID_PREFIX, Event
+from tracker.streams.retry import POSTGRES_TRANSIENT
 
 log = logging.getLogger("flusher.sink")
 _json = msgspec.json.Encoder()
@@ -48,7 +48,7 @@ class PostgresSink:
             return self.conn
         self.conn = None
         server_settings = {"application_name": "flusher"}
-        if not self.settings.flusher_synchronous_commit:
+        if not self.settings.flusher.synchronous_commit:
             server_settings["synchronous_commit"] = "off"
         conn = await asyncpg.connect(self.settings.database_url, server_settings=server_settings, timeout=10)
         try:
@@ -84,15 +84,15 @@ class PostgresSink:
         """Create partitions ahead, drop those past retention, forget old soft bounces."""
         conn = await self.connect()
         today = today or dt.datetime.now(dt.UTC).date()
-        ahead = self.settings.flusher_partitions_ahead_days
+        ahead = self.settings.flusher.partitions_ahead_days
         await partitions.create_days(conn, [today + dt.timedelta(days=n) for n in range(-1, ahead + 1)])
-        retention = self.settings.flusher_retention_days
+        retention = self.settings.flusher.retention_days
         if retention:
             await partitions.drop_before(conn, today - dt.timedelta(days=retention))
         # A soft bounce older than the window (and a day of slack for late events) can no longer count.
         await conn.execute(
             "delete from email_soft_bounces where ts < now() - $1 * interval '1 second' - interval '1 day'",
-            float(self.settings.flusher_soft_bounce_window_s),
+            float(self.settings.flusher.soft_bounce_window_s),
         )
         self._days = await partitions.existing_days(conn)
 
@@ -175,10 +175,10 @@ class PostgresSink:
 
     def _check_times(self, batch: Batch) -> None:
         now_us = time.time_ns() // 1000
-        retention = self.settings.flusher_retention_days
+        retention = self.settings.flusher.retention_days
         lowest = now_us - retention * partitions.US_PER_DAY if retention else 0
         # Today's partition and `ahead` more exist; further than that is a wrong clock.
-        highest = now_us + self.settings.flusher_partitions_ahead_days * partitions.US_PER_DAY
+        highest = now_us + self.settings.flusher.partitions_ahead_days * partitions.US_PER_DAY
         bad = [eid for eid, found in batch.events.items() if not lowest <= found[0].ts_us <= highest]
         for event_id in bad:
             event = batch.events[event_id][0]

@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from flusher.batch import Fault
-from tracker.keys import CONSUMER_GROUP, dead_letter_stream, event_streams, flusher_heartbeat_key
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.keys import CONSUMER_GROUP, dead_letter_stream, event_streams, flusher_heartbeat_key
 
 # Trim one stream to the oldest entry any group still needs: the smallest
 # pending id, or just past last-delivered-id for a group with nothing pending.
@@ -75,10 +75,10 @@ class EventStreams:
         self.consumer = consumer
         self.streams = event_streams(settings.stream_prefix, settings.stream_shards)
         self.dead_letter = dead_letter_stream(settings.stream_prefix)
-        self.dead_letter_max_len = settings.flusher_dead_letter_max_len
-        self.claim_idle_ms = settings.flusher_claim_idle_ms
+        self.dead_letter_max_len = settings.flusher.dead_letter_max_len
+        self.claim_idle_ms = settings.flusher.claim_idle_ms
         self.heartbeat_key = flusher_heartbeat_key(settings.stream_prefix, consumer)
-        self.heartbeat_ttl = settings.flusher_heartbeat_ttl_s
+        self.heartbeat_ttl = settings.flusher.heartbeat_ttl_s
         # Own pending entries are re-read first, from each stream's cursor; None: done.
         self._pending_from: dict[str, bytes | None] = dict.fromkeys(self.streams, b"0")
         self._claim_from: dict[str, bytes] = dict.fromkeys(self.streams, b"0-0")

@@ -28,12 +28,12 @@ from typing import TypeVar
 import asyncpg
 from redis.exceptions import ResponseError
 
-from flusher._retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Backoff
 from flusher.batch import Batch
 from flusher.metrics import FlusherMetrics, MetricsPublisher
 from flusher.sink import PostgresSink, Stored
 from flusher.streams import EventStreams, open_redis
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Backoff
 
 log = logging.getLogger("flusher")
 T = TypeVar("T")
@@ -57,12 +57,12 @@ class Flusher:
         settings.require("redis_url", "database_url")
         self.settings = settings
         self.burst = burst
-        self.consumer = settings.flusher_consumer or default_consumer_name()
+        self.consumer = settings.flusher.consumer or default_consumer_name()
         self.redis = open_redis(settings)
         self.streams = EventStreams(self.redis, settings, self.consumer)
         # Several connections, each writing its own batch: Postgres works on one while
         # the other waits for a commit or on a shared row, and the loop decodes the next.
-        self.sinks = [PostgresSink(settings) for _ in range(settings.flusher_pg_connections)]
+        self.sinks = [PostgresSink(settings) for _ in range(settings.flusher.pg_connections)]
         self.sink = self.sinks[0]  # maintenance
         self._closing = asyncio.Event()
         self._closing_at = 0.0
@@ -118,10 +118,10 @@ class Flusher:
 
     async def _read_loop(self) -> None:
         settings = self.settings
-        max_events, max_bytes = settings.flusher_batch_max_events, settings.flusher_batch_max_bytes
-        max_age_ms = settings.flusher_batch_max_age_ms
-        claim_every = settings.flusher_claim_interval_s
-        next_claim = 0.0 if self.burst else time.monotonic() + min(claim_every, settings.flusher_claim_idle_ms / 1000)
+        max_events, max_bytes = settings.flusher.batch_max_events, settings.flusher.batch_max_bytes
+        max_age_ms = settings.flusher.batch_max_age_ms
+        claim_every = settings.flusher.claim_interval_s
+        next_claim = 0.0 if self.burst else time.monotonic() + min(claim_every, settings.flusher.claim_idle_ms / 1000)
         batch = Batch()
         per_entry = 64  # events per entry, a first guess until entries are seen
         shards = len(self.streams.streams)
@@ -137,7 +137,7 @@ class Flusher:
                     next_claim = time.monotonic() + (0 if found else claim_every)
                     claimed = sum(len(entries) for _, entries in found)
                     if claimed:
-                        idle_ms = settings.flusher_claim_idle_ms
+                        idle_ms = settings.flusher.claim_idle_ms
                         log.info("took over %d entries idle for more than %d ms", claimed, idle_ms)
                 else:
                     reading_new = self.streams.own_pending_done
@@ -164,7 +164,7 @@ class Flusher:
     # -- writing -------------------------------------------------------------------------
 
     async def _write_loop(self, reader: asyncio.Task) -> None:
-        next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
+        next_maintenance = time.monotonic() + self.settings.flusher.maintenance_interval_s
         idle: asyncio.Queue[PostgresSink] = asyncio.Queue()
         for sink in self.sinks:
             idle.put_nowait(sink)
@@ -172,7 +172,7 @@ class Flusher:
         try:
             while (batch := await self._next_batch(reader)) is not None:
                 if time.monotonic() >= next_maintenance and not self._closing.is_set():
-                    next_maintenance = time.monotonic() + self.settings.flusher_maintenance_interval_s
+                    next_maintenance = time.monotonic() + self.settings.flusher.maintenance_interval_s
                     # On a connection no batch is using: asyncpg runs one operation at a time.
                     spare = await idle.get()
                     try:
@@ -229,7 +229,7 @@ class Flusher:
         stored = await self._retry(f"Postgres: store a batch of {len(batch)}", store,
                                    POSTGRES_TRANSIENT, on_failure=sink.drop_connection)  # fmt: skip
         # Action hooks see committed events only: copied to the committed streams before the XACK.
-        from flusher.hooks.feed import CommittedFeed
+        from flusher.committed import CommittedFeed
 
         feed = CommittedFeed.attached_to(self)
         await self._retry("Redis: forward to hooks", lambda: feed.forward(batch))
@@ -259,7 +259,7 @@ class Flusher:
         transient: tuple[type[BaseException], ...] = REDIS_TRANSIENT,
         on_failure: Callable[[], None] | None = None,
     ) -> T:
-        backoff = Backoff(self.settings.flusher_retry_min_s, self.settings.flusher_retry_max_s)
+        backoff = Backoff(self.settings.flusher.retry_min_s, self.settings.flusher.retry_max_s)
         while True:
             try:
                 return await operation()
@@ -276,7 +276,7 @@ class Flusher:
                 on_failure()
             delay = backoff.next_delay()
             if self._closing.is_set():
-                left = self.settings.flusher_shutdown_grace_s - (time.monotonic() - self._closing_at)
+                left = self.settings.flusher.shutdown_grace_s - (time.monotonic() - self._closing_at)
                 if left <= 0:
                     log.error("%s failed (%r) and the shutdown grace is over: leaving it pending", what, failure)
                     raise Stopping(what)
@@ -285,7 +285,7 @@ class Flusher:
             await asyncio.sleep(delay)
 
     async def _heartbeat_loop(self) -> None:
-        every = self.settings.flusher_heartbeat_ttl_s / 3
+        every = self.settings.flusher.heartbeat_ttl_s / 3
         while True:
             facts = {"consumer": self.consumer, "pid": os.getpid(), "at": time.time(), **self.stats}
             try:

@@ -15,8 +15,8 @@ import jsonschema
 from edge.api import ENDPOINTS
 from edge.api.openapi import build_openapi
 from tests.edge_helpers import running_edge
-from tracker.api_keys import create_api_key
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.domain.api_keys import create_api_key
 
 OPENAPI = build_openapi(ENDPOINTS)
 

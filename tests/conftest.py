@@ -19,9 +19,9 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from tracker.embedded import EmbeddedPostgres, EmbeddedRedis
-from tracker.migrate import migrate
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.schema import migrate
+from tracker.ops.embedded import EmbeddedPostgres, EmbeddedRedis
 
 TEST_KEYS = {1: b"test-signing-key-one-0123456789", 2: b"test-signing-key-two-0123456789"}
 
@@ -91,9 +91,7 @@ def settings(redis_url: str, database_url: str, key_prefix: str, tmp_path: Path)
         database_url=database_url,
         signing_keys=dict(TEST_KEYS),
         stream_prefix=key_prefix,
-        spool_dir=tmp_path / "spool",
-        batch_max_age_ms=2.0,
-        redis_retry_s=0.1,
+        edge={"spool_dir": tmp_path / "spool", "batch_max_age_ms": 2.0, "redis_retry_s": 0.1},
     )
 
 

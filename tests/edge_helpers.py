@@ -16,9 +16,9 @@ from redis.asyncio import Redis
 
 from edge.app import create_app
 from edge.tracking import TrackingRoutes
-from tracker.events import Event, decode_batch
-from tracker.keys import ENTRY_FIELD, event_streams
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.events import Event, decode_batch
+from tracker.contract.keys import ENTRY_FIELD, event_streams
 
 
 @asynccontextmanager
@@ -61,7 +61,7 @@ def edge_env(settings: Settings, **variables: str) -> dict[str, str]:
         "DATABASE_URL": settings.database_url,
         "TRACKER_SIGNING_KEYS": ",".join(f"{k}:{v.decode()}" for k, v in settings.signing_keys.items()),
         "TRACKER_STREAM_PREFIX": settings.stream_prefix,
-        "TRACKER_SPOOL_DIR": str(settings.spool_dir),
+        "TRACKER_SPOOL_DIR": str(settings.edge.spool_dir),
         **variables,
     }
 

@@ -15,10 +15,10 @@ import asyncpg
 from redis.asyncio import Redis
 
 from flusher.worker import Flusher
-from tracker.events import Event, EventIds, encode_batch, encode_event
-from tracker.keys import ENTRY_FIELD, event_stream, shard_for
-from tracker.link_tables import Link, create_message
-from tracker.settings import Settings
+from tracker.config import Settings
+from tracker.contract.events import Event, EventIds, encode_batch, encode_event
+from tracker.contract.keys import ENTRY_FIELD, event_stream, shard_for
+from tracker.domain.link_tables import Link, create_message
 
 _ids = EventIds()
 _emails = itertools.count()
@@ -92,14 +92,15 @@ async def ensure_field(pg: asyncpg.Connection, name: str, type_: str, enum_value
     )  # fmt: skip
 
 
-def flusher_settings(settings: Settings, **changes: Any) -> Settings:
-    quick = {"flusher_retry_min_s": 0.05, "flusher_retry_max_s": 0.5, "flusher_batch_max_age_ms": 20.0}
-    return settings.replace(**{**quick, **changes})
+def flusher_settings(settings: Settings, **flusher: Any) -> Settings:
+    """`settings` with quick retries and batches, and `flusher` changes to its flusher part."""
+    quick = {"retry_min_s": 0.05, "retry_max_s": 0.5, "batch_max_age_ms": 20.0}
+    return settings.replace(flusher={**quick, **flusher})
 
 
-async def drain(settings: Settings, **changes: Any) -> Flusher:
+async def drain(settings: Settings, **flusher: Any) -> Flusher:
     """Run one flusher in burst mode (in this process) until the streams are drained."""
-    flusher = Flusher(flusher_settings(settings, **changes), burst=True)
+    flusher = Flusher(flusher_settings(settings, **flusher), burst=True)
     await flusher.run()
     return flusher
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from flusher.hooks.dispatcher import HooksWorker
-from tracker.settings import Settings
+from forwarder.worker import HooksWorker
+from tracker.config import Settings
 
 SECRET = "hook-secret-0123456789abcdef"
 
@@ -119,13 +119,11 @@ def http_receiver() -> Iterator[Receiver]:
         thread.join(5)
 
 
-def hook_settings(settings: Settings, **changes: Any) -> Settings:
-    quick = {
-        "hooks_retry_min_s": 0.05, "hooks_retry_max_s": 0.2, "hooks_check_interval_s": 0.0,
-        "hooks_reload_s": 0.2, "hooks_claim_idle_ms": 60_000,
-        "flusher_retry_min_s": 0.05, "flusher_retry_max_s": 0.5, "flusher_batch_max_age_ms": 20.0,
-    }  # fmt: skip
-    return settings.replace(**{**quick, **changes})
+def hook_settings(settings: Settings, **forwarder: Any) -> Settings:
+    """`settings` with quick retries and reloads, and `forwarder` changes to its forwarder part."""
+    quick = {"retry_min_s": 0.05, "retry_max_s": 0.2, "reload_s": 0.2, "claim_idle_ms": 60_000}
+    flusher = {"retry_min_s": 0.05, "retry_max_s": 0.5, "batch_max_age_ms": 20.0, "committed_check_interval_s": 0.0}
+    return settings.replace(forwarder={**quick, **forwarder}, flusher=flusher)
 
 
 @asynccontextmanager

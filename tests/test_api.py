@@ -8,7 +8,7 @@ import secrets
 import pytest
 
 from tests.api_helpers import OPENAPI, Api, running_api
-from tracker.tokens import Keyring, TokenKind, verify
+from tracker.contract.tokens import Keyring, TokenKind, verify
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ async def test_bad_bodies_get_400_413_and_422_with_a_json_error(api: Api, settin
     assert error_of(await api.call("POST", "/profiles", content=b"")) == (400, "empty_body")
     unknown = await api.call("POST", "/profiles", json={"email": unique_email(), "colour": "red"})
     assert error_of(unknown) == (422, "unknown_field") and "colour" in unknown.json()["error"]["message"]
-    huge = b'{"name": "' + b"x" * settings.api_max_body_bytes + b'", "channel": "email"}'
+    huge = b'{"name": "' + b"x" * settings.edge.api_max_body_bytes + b'", "channel": "email"}'
     assert error_of(await api.call("POST", "/resources", content=huge)) == (413, "body_too_large")
     assert error_of(await api.call("GET", "/profiles/abc")) == (404, "invalid_id")
     assert error_of(await api.client.get("/api/v1/nothing-here", headers=api.auth())) == (404, "not_found")
@@ -274,7 +274,7 @@ async def test_render_returns_each_recipients_tracked_content(api: Api, settings
         assert "List-Unsubscribe" not in recipient["headers"]  # no resource: nothing to unsubscribe from
         location = (await api.client.get(path)).headers["location"]
         assert location == "https://r.example/"
-    too_many = {"profile_ids": list(range(1, settings.api_render_max_recipients + 2))}
+    too_many = {"profile_ids": list(range(1, settings.edge.api_render_max_recipients + 2))}
     assert error_of(await api.call("POST", f"/messages/{message['id']}/render", json=too_many)) == (
         422,
         "too_many_recipients",

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import TEST_KEYS
-from tracker.cli import main
+from tracker.ops.cli import main
 
 HTML = '<html><body><a href="https://cli.example/" update-clicked_link="true">go</a></body></html>'
 

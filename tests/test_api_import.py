@@ -18,7 +18,7 @@ async def api(settings, pg) -> Api:
         "insert into profile_fields (name, type, enum_values) values ('plan', 'enum', '{free,pro}')"
         " on conflict do nothing"
     )
-    async with running_api(settings.replace(api_import_chunk_rows=50)) as api:
+    async with running_api(settings.replace(edge={"api_import_chunk_rows": 50})) as api:
         yield api
 
 
@@ -106,9 +106,9 @@ async def test_a_body_that_breaks_off_reports_the_rows_applied_before_it(api: Ap
 async def test_wrong_format_and_oversized_bodies_are_refused(api: Api, settings) -> None:
     response = await api.call("POST", "/profiles/import", content=b"x", headers={"content-type": "application/pdf"})
     assert (response.status_code, response.json()["error"]["code"]) == (415, "unsupported_format")
+    too_long = str(settings.edge.api_import_max_bytes + 1)
     response = await api.call(
-        "POST", "/profiles/import", content=b"x", headers={"content-type": "text/csv",
-                                                          "content-length": str(settings.api_import_max_bytes + 1)},
+        "POST", "/profiles/import", content=b"x", headers={"content-type": "text/csv", "content-length": too_long},
     )  # fmt: skip
     assert (response.status_code, response.json()["error"]["code"]) == (413, "body_too_large")
 

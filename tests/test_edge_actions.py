@@ -9,7 +9,7 @@ import pytest
 from edge.responses import GIF
 from tests.edge_helpers import running_edge, stream_events, wait_for_events
 from tests.flusher_helpers import drain, make_message, make_profiles, make_resource
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.tokens import Channel, TokenKind, mint
 
 
 def token(settings, kind: TokenKind, message_id: int, profile_id: int, channel: Channel = Channel.EMAIL) -> str:
@@ -94,7 +94,7 @@ async def test_unsubscribe_get_changes_nothing_post_unsubscribes(settings, redis
 
 
 async def test_unsubscribe_refuses_bad_tokens_and_big_bodies(settings, redis) -> None:
-    settings = settings.replace(form_max_bytes=1024)
+    settings = settings.replace(edge={"form_max_bytes": 1024})
     unsubscribe = token(settings, TokenKind.UNSUBSCRIBE, 42, 5)
     open_token = token(settings, TokenKind.OPEN, 42, 5)
     async with running_edge(settings) as (_app, client):
@@ -110,7 +110,7 @@ async def test_unsubscribe_refuses_bad_tokens_and_big_bodies(settings, redis) ->
 
 
 async def test_confirm_needs_the_button_and_then_leads_to_the_thank_you_page(settings, redis) -> None:
-    settings = settings.replace(confirm_url="https://www.example.com/thanks")
+    settings = settings.replace(edge={"confirm_url": "https://www.example.com/thanks"})
     confirm = token(settings, TokenKind.CONFIRM, 51, 6)
     async with running_edge(settings) as (_app, client):
         page = await client.get(f"/cf/{confirm}")

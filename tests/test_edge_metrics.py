@@ -9,9 +9,9 @@ import re
 import httpx
 
 from tests.edge_helpers import real_edge, running_edge, wait_for_events
-from tracker.keys import CONSUMER_GROUP, event_stream, flusher_metrics_key
-from tracker.link_tables import Link, create_message
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.keys import CONSUMER_GROUP, event_stream, flusher_metrics_key
+from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.domain.link_tables import Link, create_message
 
 
 def value(text: str, sample: str) -> float:

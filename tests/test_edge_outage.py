@@ -14,11 +14,11 @@ from redis.asyncio import Redis
 
 from edge.spool import Spool
 from tests.edge_helpers import real_edge, running_edge, stream_events, wait_for_events
-from tracker.embedded import EmbeddedRedis
-from tracker.events import Event, EventIds, encode_event
-from tracker.keys import event_streams
-from tracker.link_tables import Link, create_message
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.events import Event, EventIds, encode_event
+from tracker.contract.keys import event_streams
+from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.domain.link_tables import Link, create_message
+from tracker.ops.embedded import EmbeddedRedis
 
 
 async def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
@@ -48,7 +48,7 @@ async def own_redis(tmp_path: Path, free_port: int):
 
 async def test_redis_stopped_mid_traffic(settings, pg, own_redis) -> None:
     server, client = own_redis
-    settings = settings.replace(redis_url=server.url, redis_timeout_s=0.5, redis_retry_s=0.05)
+    settings = settings.replace(redis_url=server.url, redis_timeout_s=0.5, edge={"redis_retry_s": 0.05})
     message_id, version = await create_message(pg, "email", "outage", [Link("https://example.com/x")])
     cold_message, cold_version = await create_message(pg, "email", "cold", [Link("https://example.com/cold")])
     click = "/c/" + mint(settings.signing_keys, 1, TokenKind.CLICK, Channel.EMAIL, message_id, 1, version, 0)
@@ -90,7 +90,7 @@ async def test_redis_stopped_mid_traffic(settings, pg, own_redis) -> None:
 
 
 async def test_full_streams_make_the_edge_spool_until_the_flusher_catches_up(settings, redis, pg) -> None:
-    settings = settings.replace(stream_max_len=20, batch_max_events=5, stream_shards=1)
+    settings = settings.replace(stream_shards=1, edge={"stream_max_len": 20, "batch_max_events": 5})
     message_id, _ = await create_message(pg, "email", "bound", [])
     async with running_edge(settings) as (app, http):
         for path in opens(settings, message_id, range(60)):
@@ -113,7 +113,8 @@ async def test_full_streams_make_the_edge_spool_until_the_flusher_catches_up(set
 
 
 async def test_a_full_spool_drops_loudly_and_the_pixel_still_answers(settings, pg, free_port, caplog) -> None:
-    settings = settings.replace(redis_url=f"redis://127.0.0.1:{free_port}/0", spool_max_bytes=4096, redis_timeout_s=0.2)
+    settings = settings.replace(redis_url=f"redis://127.0.0.1:{free_port}/0", redis_timeout_s=0.2,
+                                edge={"spool_max_bytes": 4096})
     message_id, _ = await create_message(pg, "email", "full", [])
     caplog.set_level(logging.WARNING)
     async with running_edge(settings) as (app, http):
@@ -127,9 +128,9 @@ async def test_a_full_spool_drops_loudly_and_the_pixel_still_answers(settings, p
 
 
 async def test_spool_of_a_dead_worker_is_replayed_and_removed(settings, redis) -> None:
-    settings.spool_dir.mkdir(parents=True)
-    dead = Spool(settings.spool_dir, 1 << 20, "always")
-    dead.path = settings.spool_dir / "edge-999999999.spool"
+    settings.edge.spool_dir.mkdir(parents=True)
+    dead = Spool(settings.edge.spool_dir, 1 << 20, "always")
+    dead.path = settings.edge.spool_dir / "edge-999999999.spool"
     ids = EventIds()
     events = [Event(ids.new(), "opened", "email", 1, p, 1_700_000_000_000_000) for p in range(30)]
     dead.append([(e.profile_id % settings.stream_shards, encode_event(e)) for e in events])
@@ -156,4 +157,4 @@ async def test_sigterm_flushes_the_buffer(settings, redis, pg, free_port) -> Non
         assert process.wait(15) == 0
     events = await stream_events(redis, settings)
     assert sorted(e.profile_id for e in events) == list(range(25))
-    assert not list(settings.spool_dir.glob("*.spool"))
+    assert not list(settings.edge.spool_dir.glob("*.spool"))

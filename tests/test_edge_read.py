@@ -10,7 +10,7 @@ import pytest
 
 from edge.responses import GIF
 from tests.edge_helpers import real_edge, stream_events, wait_for_events
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.tokens import Channel, TokenKind, mint
 
 QUICK = {"TRACKER_READ_MIN_S": "0.5", "TRACKER_READ_MAX_S": "2.0", "TRACKER_READ_TICK_S": "0.1"}
 

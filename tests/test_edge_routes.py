@@ -10,9 +10,9 @@ import pytest
 
 from edge.responses import GIF
 from tests.edge_helpers import running_edge, stream_events, wait_for_events
-from tracker.keys import link_table_key
-from tracker.link_tables import Link, add_version, create_message
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.keys import link_table_key
+from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.domain.link_tables import Link, add_version, create_message
 
 UA_IPHONE = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15"
 
@@ -132,7 +132,7 @@ async def test_cache_miss_goes_process_then_redis_then_postgres(settings, redis,
     async with running_edge(settings) as (app, client):
         assert (await client.get(f"/c/{token}")).status_code == 302  # Postgres, then refills Redis
         assert await redis.exists(redis_key)
-        assert 0 < await redis.ttl(redis_key) <= settings.link_cache_redis_ttl_s
+        assert 0 < await redis.ttl(redis_key) <= settings.edge.link_cache_redis_ttl_s
         assert (await client.get(f"/c/{token}")).status_code == 302  # in process: no I/O
         assert (app.state.links.misses, app.state.links.hits) == (1, 1)
 
@@ -204,7 +204,7 @@ async def test_bad_tokens_give_gif_or_404_and_no_event(settings, redis, message)
 
 
 async def test_fallback_url_is_the_only_place_a_bad_link_goes(settings, redis) -> None:
-    settings = settings.replace(fallback_url="https://www.example.com/expired")
+    settings = settings.replace(edge={"fallback_url": "https://www.example.com/expired"})
     async with running_edge(settings) as (_app, client):
         for token in ["garbage", "https:%2F%2Fevil.example", "A" * 24]:
             response = await client.get(f"/c/{token}?url=https://evil.example/")
@@ -216,7 +216,7 @@ async def test_fallback_url_is_the_only_place_a_bad_link_goes(settings, redis) -
 async def test_over_long_paths_are_refused_early(settings, redis, message) -> None:
     async with running_edge(settings) as (_app, client):
         for prefix in ("/o/", "/c/", "/anything/"):
-            response = await client.get(prefix + "A" * settings.max_path_len)
+            response = await client.get(prefix + "A" * settings.edge.max_path_len)
             assert response.status_code == 414
         await assert_no_events(redis, settings)
 

@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from tests.edge_helpers import real_edge, running_edge, stream_events, wait_for_events
-from tracker.link_tables import Link, create_message
-from tracker.tokens import Channel, TokenKind, mint, parse
+from tracker.contract.tokens import Channel, TokenKind, mint, parse
+from tracker.domain.link_tables import Link, create_message
 
-SITE = {"site_keys": "shop-main,blog", "site_link_param": "_ak"}
+SITE = {"edge": {"site_keys": "shop-main,blog", "site_link_param": "_ak"}}
 
 
 def hit(**fields) -> bytes:

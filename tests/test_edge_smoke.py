@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 from tests.edge_helpers import running_edge, wait_for_events
-from tracker.link_tables import Link, create_message
-from tracker.tokens import Channel, TokenKind, mint
+from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.domain.link_tables import Link, create_message
 
 
 async def test_open_and_click(settings, redis, pg) -> None:

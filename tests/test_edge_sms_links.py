@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 from tests.edge_helpers import running_edge, stream_events, wait_for_events
-from tracker.keys import short_link_key
-from tracker.link_tables import Link, create_message
-from tracker.short_links import codes_for
+from tracker.contract.keys import short_link_key
+from tracker.domain.link_tables import Link, create_message
+from tracker.domain.short_links import codes_for
 
 
 async def test_short_link_redirects_and_records_an_sms_click(settings, redis, pg) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from tracker.events import Event, EventIds, decode_batch, encode_batch, encode_event, split_batch
+from tracker.contract.events import Event, EventIds, decode_batch, encode_batch, encode_event, split_batch
 
 
 def test_ids_are_unique_time_ordered_and_uuidv7_shaped() -> None:

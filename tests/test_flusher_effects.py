@@ -17,7 +17,7 @@ from tests.flusher_helpers import (
     push,
     stored_ids,
 )
-from tracker.link_tables import Link
+from tracker.domain.link_tables import Link
 
 SECOND = 1_000_000
 
@@ -222,7 +222,7 @@ async def test_soft_bounces_escalate_at_the_limit_within_the_window(settings, re
     for step in (2, 1, 0):
         await push(redis, settings, [event(message, p, "soft_bounce", ts_us=times[step])
                                      for p, times in plan.items() if step < len(times)])  # fmt: skip
-        await drain(settings, flusher_soft_bounce_limit=3, flusher_soft_bounce_window_s=window)
+        await drain(settings, soft_bounce_limit=3, soft_bounce_window_s=window)
     statuses = {p: (await profile(pg, p))["email_status"] for p in plan}
     assert statuses == {inside: "hard_bounced", edge: "hard_bounced", outside: "active", two: "active"}
     assert _us((await profile(pg, edge))["email_status_at"]) == t0 + span

@@ -29,9 +29,9 @@ from tests.flusher_helpers import (
     stored_ids,
     wait_until,
 )
-from tracker.embedded import EmbeddedPostgres
-from tracker.keys import CONSUMER_GROUP, event_streams
-from tracker.migrate import migrate
+from tracker.contract.keys import CONSUMER_GROUP, event_streams
+from tracker.contract.schema import migrate
+from tracker.ops.embedded import EmbeddedPostgres
 
 pytestmark = pytest.mark.slow
 
@@ -170,7 +170,7 @@ async def test_postgres_restarted_mid_run_loses_and_doubles_nothing(settings, re
         await pg.close()
         pushed = workload.generate(20_000, random.Random(3))
         await push(redis, settings, pushed, per_entry=50)
-        flusher = Flusher(flusher_settings(settings, database_url=url, flusher_batch_max_events=500), burst=True)
+        flusher = Flusher(flusher_settings(settings.replace(database_url=url), batch_max_events=500), burst=True)
         task = asyncio.create_task(flusher.run())
 
         async def started() -> bool:

@@ -9,7 +9,7 @@ from redis.asyncio import Redis
 
 from flusher.metrics import BUCKET_LABELS, FlusherMetrics, MetricsPublisher, group_lag_s
 from tests.flusher_helpers import drain, event, make_message, make_profiles, push, push_raw
-from tracker.keys import CONSUMER_GROUP, ENTRY_FIELD, event_stream, event_streams, flusher_metrics_key
+from tracker.contract.keys import CONSUMER_GROUP, ENTRY_FIELD, event_stream, event_streams, flusher_metrics_key
 
 SNAPSHOT_FIELDS = {"consumer", "batches", "rows_written", "duplicates", "dead_lettered", "lag_s", "commit_seconds",
                    "at"}  # fmt: skip
@@ -23,7 +23,7 @@ async def test_a_burst_flusher_publishes_rows_duplicates_dead_letters_and_commit
     await push(redis, settings, [events[0]])  # a re-send of an event already stored: skipped as a duplicate
     await push_raw(redis, settings, {ENTRY_FIELD: b"\xc1 poison"})
     # Small batches, so that the histogram sees several commits.
-    flusher = await drain(settings, flusher_consumer="metrics-test", flusher_batch_max_events=10)
+    flusher = await drain(settings, consumer="metrics-test", batch_max_events=10)
 
     key = flusher_metrics_key(settings.stream_prefix, "metrics-test")
     snapshot = json.loads(await redis.get(key))

@@ -37,8 +37,7 @@ async def test_maintenance_creates_days_ahead_and_drops_days_past_retention(sett
     assert await create_days(pg, [old, kept, old]) == sorted([old, kept])
     assert await create_days(pg, [old]) == []  # already there
 
-    settings = flusher_settings(settings, database_url=url, flusher_retention_days=30,
-                                flusher_partitions_ahead_days=3)  # fmt: skip
+    settings = flusher_settings(settings.replace(database_url=url), retention_days=30, partitions_ahead_days=3)
     flusher = Flusher(settings, burst=True)
     try:
         await flusher.sink.maintain()
@@ -58,8 +57,8 @@ async def test_maintenance_runs_while_batches_flow_on_a_single_connection(settin
     (profile,) = await make_profiles(pg, 1)
     message = await make_message(pg)
     settings = flusher_settings(
-        settings, database_url=url, flusher_pg_connections=1, flusher_maintenance_interval_s=1.0,
-        flusher_retention_days=30, flusher_batch_max_events=50,
+        settings.replace(database_url=url), pg_connections=1, maintenance_interval_s=1.0, retention_days=30,
+        batch_max_events=50,
     )  # fmt: skip
     flusher = Flusher(settings)
     caplog.set_level(logging.INFO)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 
 from tests.flusher_helpers import drain, event, make_message, make_profiles, push, push_raw, stored_ids
-from tracker.events import decode_event, encode_batch, encode_event
-from tracker.keys import CONSUMER_GROUP, ENTRY_FIELD, dead_letter_stream, event_stream, event_streams
+from tracker.contract.events import decode_event, encode_batch, encode_event
+from tracker.contract.keys import CONSUMER_GROUP, ENTRY_FIELD, dead_letter_stream, event_stream, event_streams
 
 
 async def dead_letters(redis, settings) -> list[dict]:
@@ -67,10 +67,10 @@ async def test_a_restarted_consumer_first_takes_its_own_pending_entries(settings
     assert await pending_total(redis, settings) == 3
 
     # Another consumer does not take them while they are fresh ...
-    await drain(settings, flusher_consumer="worker-b", flusher_claim_idle_ms=600_000)
+    await drain(settings, consumer="worker-b", claim_idle_ms=600_000)
     assert await stored_ids(pg, [message]) == []
     # ... but worker-a, restarted under its name, reads its pending entries first.
-    flusher = await drain(settings, flusher_consumer="worker-a", flusher_claim_idle_ms=600_000)
+    flusher = await drain(settings, consumer="worker-a", claim_idle_ms=600_000)
     assert sorted(await stored_ids(pg, [message])) == sorted(e.id for e in events)
     assert flusher.stats["events"] == 30
     assert await pending_total(redis, settings) == 0
@@ -86,7 +86,7 @@ async def test_entries_left_pending_by_a_dead_consumer_are_reclaimed_after_the_i
         await redis.xreadgroup(CONSUMER_GROUP, "dead-one", {stream: ">"}, count=1000)
     assert await pending_total(redis, settings) > 0
     # Small XAUTOCLAIM pages, so the cursor has to be followed across calls.
-    await drain(settings, flusher_consumer="survivor", flusher_claim_idle_ms=1, flusher_batch_max_events=3)
+    await drain(settings, consumer="survivor", claim_idle_ms=1, batch_max_events=3)
     assert sorted(await stored_ids(pg, [message])) == sorted(e.id for e in events)
     assert await pending_total(redis, settings) == 0
     for stream in event_streams(settings.stream_prefix, settings.stream_shards):
@@ -132,7 +132,7 @@ async def test_batches_close_on_count(settings, redis, pg):
     message = await make_message(pg)
     events = [event(message, p, "opened") for p in profiles for _ in range(50)]
     await push(redis, settings, events, per_entry=5)
-    flusher = await drain(settings, flusher_batch_max_events=40)
+    flusher = await drain(settings, batch_max_events=40)
     assert flusher.stats["events"] == 200
     # Reads are sized to the room left, so a batch may overshoot by at most one read.
     assert flusher.stats["batches"] >= 200 // 60

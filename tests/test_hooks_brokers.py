@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from flusher.hooks.dispatcher import HooksWorker
+from forwarder.worker import HooksWorker
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_message, push
 from tests.hook_helpers import amqp_url_or_skip, hook_settings, no_hooks_left, running_worker, tansu_broker  # noqa: F401
@@ -102,7 +102,7 @@ async def test_rabbitmq_topic_exchange_routes_by_the_key_template(settings, redi
 
 async def test_a_missing_queue_is_a_failure_not_a_silent_drop(settings, redis, pg, amqp):
     url, _connection = amqp
-    settings = hook_settings(settings, hooks_pause_after_failures=2)
+    settings = hook_settings(settings, pause_after_failures=2)
     message = await make_message(pg)
     async with running_api(settings) as api:
         body = {"name": "mq", "destination": {"type": "amqp", "url": url, "queue": f"nope-{secrets.token_hex(4)}"}}

@@ -22,11 +22,11 @@ def start_worker(settings, consumer: str) -> subprocess.Popen:
         TRACKER_HOOKS_RETRY_MIN_S="0.05", TRACKER_HOOKS_RETRY_MAX_S="0.2",
     )  # fmt: skip
     log = tempfile.TemporaryFile()
-    return subprocess.Popen([sys.executable, "-m", "flusher.hooks.cli"], env=env, stdout=log, stderr=log)
+    return subprocess.Popen([sys.executable, "-m", "forwarder.cli"], env=env, stdout=log, stderr=log)
 
 
 async def test_a_worker_killed_mid_delivery_loses_nothing_and_repeats_only_event_ids(settings, redis, pg):
-    settings = hook_settings(settings, hooks_pause_after_failures=0)
+    settings = hook_settings(settings, pause_after_failures=0)
     message = await make_message(pg)
     profiles = await make_profiles(pg, 50)
     events = [event(message, profiles[n % 50], "opened") for n in range(300)]

@@ -6,12 +6,12 @@ import asyncio
 import uuid
 from collections import Counter
 
-from flusher.hooks.dispatcher import HooksWorker
-from flusher.hooks.runner import retry_delay
+from forwarder.runner import retry_delay
+from forwarder.worker import HooksWorker
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_message, push
 from tests.hook_helpers import SECRET, hook_settings, http_receiver, no_hooks_left, running_worker, until  # noqa: F401
-from tracker.hooks import committed_stream
+from tracker.contract.keys import committed_stream
 
 
 def http_hook(url: str, name: str = "crm", **extra: object) -> dict:
@@ -25,7 +25,7 @@ def ids(events: list) -> set[str]:
 async def test_a_destination_down_for_a_while_then_back_gets_every_event_and_duplicates_only_by_id(
     settings, redis, pg
 ):
-    settings = hook_settings(settings, hooks_pause_after_failures=0)
+    settings = hook_settings(settings, pause_after_failures=0)
     message = await make_message(pg)
     with http_receiver() as receiver:
         receiver.default = "500"
@@ -52,7 +52,7 @@ async def test_a_destination_down_for_a_while_then_back_gets_every_event_and_dup
 
 
 async def test_a_hook_that_keeps_failing_is_paused_with_its_backlog_and_resumes_from_it(settings, redis, pg):
-    settings = hook_settings(settings, hooks_pause_after_failures=3)
+    settings = hook_settings(settings, pause_after_failures=3)
     message = await make_message(pg)
     with http_receiver() as receiver:
         receiver.default = "500"
@@ -80,7 +80,7 @@ async def test_a_hook_that_keeps_failing_is_paused_with_its_backlog_and_resumes_
 
 
 async def test_old_events_that_still_fail_go_to_the_dead_letters_and_can_be_sent_again(settings, redis, pg):
-    settings = hook_settings(settings, hooks_pause_after_failures=0, hooks_dead_letter_after_s=0.0)
+    settings = hook_settings(settings, pause_after_failures=0, dead_letter_after_s=0.0)
     message = await make_message(pg)
     with http_receiver() as receiver:
         receiver.default = "500"
@@ -106,7 +106,7 @@ async def test_old_events_that_still_fail_go_to_the_dead_letters_and_can_be_sent
 
 
 async def test_a_hanging_destination_holds_back_neither_the_flusher_nor_another_hook(settings, redis, pg):
-    settings = hook_settings(settings, hooks_pause_after_failures=0)
+    settings = hook_settings(settings, pause_after_failures=0)
     message = await make_message(pg)
     with http_receiver() as slow, http_receiver() as fast:
         slow.default = "hang"
@@ -121,7 +121,7 @@ async def test_a_hanging_destination_holds_back_neither_the_flusher_nor_another_
 
 
 async def test_a_paused_hook_keeps_its_backlog_in_the_committed_streams_while_others_trim(settings, redis, pg):
-    settings = hook_settings(settings, stream_shards=1)
+    settings = hook_settings(settings.replace(stream_shards=1))
     message = await make_message(pg)
     with http_receiver() as paused_receiver, http_receiver() as active_receiver:
         async with running_api(settings) as api:
@@ -142,7 +142,7 @@ async def test_a_paused_hook_keeps_its_backlog_in_the_committed_streams_while_ot
 
 
 def test_the_retry_schedule_doubles_from_the_minimum_up_to_the_maximum_with_jitter(settings):
-    settings = settings.replace(hooks_retry_min_s=0.5, hooks_retry_max_s=60.0)
+    settings = settings.replace(forwarder={"retry_min_s": 0.5, "retry_max_s": 60.0})
     highest = [retry_delay(settings, n, rng=lambda: 1.0) for n in range(1, 10)]
     lowest = [retry_delay(settings, n, rng=lambda: 0.0) for n in range(1, 10)]
     assert highest == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]

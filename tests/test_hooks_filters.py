@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
-from flusher.hooks.dispatcher import HooksWorker
+from forwarder.worker import HooksWorker
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, ensure_field, event, make_message, make_profiles, make_resource, now_us, push
 from tests.hook_helpers import hook_settings, http_receiver, no_hooks_left  # noqa: F401

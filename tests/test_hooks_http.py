@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from flusher.hooks.dispatcher import HooksWorker
+from forwarder.worker import HooksWorker
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_message, make_profiles, push
 from tests.hook_helpers import SECRET, hook_settings, http_receiver, no_hooks_left  # noqa: F401
-from tracker.hooks import committed_streams
+from tracker.contract.keys import committed_streams
 
 
 def http_hook(url: str, **extra: object) -> dict:

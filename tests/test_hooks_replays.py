@@ -9,14 +9,14 @@ import uuid
 import asyncpg
 import pytest
 
-from flusher.hooks.dispatcher import HooksWorker
 from flusher.partitions import create_days
+from forwarder.worker import HooksWorker
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_message, now_us, push
 from tests.hook_helpers import hook_settings, http_receiver, no_hooks_left, running_worker, until  # noqa: F401
-from tracker.events import decode_batch
-from tracker.hook_replays import OPEN_JOBS_PER_HOOK, JobLost, ReplayRun, claim_replay
-from tracker.hooks import replay_stream
+from tracker.contract.events import decode_batch
+from tracker.contract.keys import hook_replay_stream
+from tracker.domain.hook_replays import OPEN_JOBS_PER_HOOK, JobLost, ReplayRun, claim_replay
 
 
 def ids(events: list) -> list[str]:
@@ -47,7 +47,7 @@ async def connections(settings) -> tuple[asyncpg.Connection, asyncpg.Connection]
 
 
 async def test_a_running_worker_picks_up_a_job_and_the_cap_truncates_it_in_time_order(settings, redis, pg):
-    settings = hook_settings(settings, hooks_replay_max_events=12)
+    settings = hook_settings(settings, replay_max_events=12)
     message, events = await stored_before_the_hook(redis, settings, pg, 20)
     with http_receiver() as receiver:
         async with running_api(settings) as api, running_worker(settings):
@@ -92,7 +92,7 @@ async def test_a_job_whose_worker_died_is_resumed_from_its_place_once_the_lease_
             half = await job_of(api, hook_id, job["id"])
             assert (half["status"], half["queued"]) == ("running", 10)
 
-            await HooksWorker(settings.replace(hooks_consumer="successor"), burst=True).run()
+            await HooksWorker(settings.replace(forwarder={"consumer": "successor"}), burst=True).run()
             done = await job_of(api, hook_id, job["id"])
     assert (done["status"], done["queued"], done["truncated"], done["error"]) == ("done", 25, False, None)
     # The page queued before the death and the rest after it: each event once, in time order.
@@ -123,7 +123,7 @@ async def test_a_worker_that_lost_its_job_stops_writing(settings, redis, pg):
                 await conn.close()
         done = await job_of(api, hook_id, job["id"])
     assert (done["status"], done["queued"]) == ("done", 30)
-    entries = await redis.xrange(replay_stream(settings.stream_prefix, hook_id))
+    entries = await redis.xrange(hook_replay_stream(settings.stream_prefix, hook_id))
     queued = [e.id for _id, fields in entries for e in decode_batch(fields[b"e"])]
     # The loser's page after the takeover went out once more (at-least-once); nothing is missing.
     assert len(entries) == 4 and len(queued) == 40 and set(queued) == {e.id for e in events}
@@ -148,7 +148,7 @@ async def test_deleting_the_hook_mid_replay_stops_the_job_without_making_its_str
             await read.close()
             await write.close()
         assert (await api.call("GET", f"/hooks/{hook_id}/replays/{job['id']}")).status_code == 404
-    assert not await redis.exists(replay_stream(settings.stream_prefix, hook_id))
+    assert not await redis.exists(hook_replay_stream(settings.stream_prefix, hook_id))
     assert await pg.fetchval("select count(*) from hook_replays where id = $1", job["id"]) == 0
 
 

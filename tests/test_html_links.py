@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tracker.html_links import find_links
-from tracker.input_errors import InputError
-from tracker.message_templates import CLICK, OPEN, READ, UNSUBSCRIBE, compile_template
+from tracker.domain.errors import InputError
+from tracker.domain.html_links import find_links
+from tracker.domain.message_templates import CLICK, OPEN, READ, UNSUBSCRIBE, compile_template
 
 
 def with_slots(html: str) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from tracker.link_tables import Link, add_version, create_message, load_version
-from tracker.migrate import available, migrate
+from tracker.contract.schema import available, migrate
+from tracker.domain.link_tables import Link, add_version, create_message, load_version
 
 UNSAFE = [
     "javascript:alert(1)",

@@ -7,8 +7,8 @@ import json
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_message, push
 from tests.hook_helpers import SECRET, hook_settings, http_receiver, no_hooks_left, running_worker, until  # noqa: F401
-from tracker.cli import main
-from tracker.hooks import worker_metrics_key, workers_set_key
+from tracker.contract.keys import forwarder_metrics_key, forwarders_set_key
+from tracker.ops.cli import main
 
 
 def http_hook(url: str, name: str) -> dict:
@@ -21,7 +21,7 @@ def stats_environment(monkeypatch, settings, database_url: str) -> None:
         "DATABASE_URL": database_url,
         "TRACKER_STREAM_PREFIX": settings.stream_prefix,
         "TRACKER_STREAM_SHARDS": str(settings.stream_shards),
-        "TRACKER_SPOOL_DIR": str(settings.spool_dir),
+        "TRACKER_SPOOL_DIR": str(settings.edge.spool_dir),
     }.items():
         monkeypatch.setenv(name, value)
 
@@ -29,8 +29,8 @@ def stats_environment(monkeypatch, settings, database_url: str) -> None:
 async def test_a_failing_hook_shows_its_state_backlog_and_error_next_to_a_healthy_one(
     settings, redis, pg, monkeypatch, capsys
 ):
-    settings = hook_settings(settings, hooks_pause_after_failures=3, hooks_consumer="ops-worker",
-                             hooks_heartbeat_ttl_s=2)  # fmt: skip
+    settings = hook_settings(settings, pause_after_failures=3, consumer="ops-worker",
+                             heartbeat_ttl_s=2)  # fmt: skip
     message = await make_message(pg)
     stats_environment(monkeypatch, settings, settings.database_url)
     with http_receiver() as broken, http_receiver() as healthy:
@@ -82,8 +82,8 @@ async def test_a_failing_hook_shows_its_state_backlog_and_error_next_to_a_health
     assert backlog[failing_id] >= 1 and backlog[healthy_id] == 0
     assert f'hooks_send_seconds_count{{consumer="ops-worker",hook="{healthy_id}"}}' in metrics
     # A worker that stopped cleanly takes its snapshot and its name away.
-    assert not await redis.exists(worker_metrics_key(settings.stream_prefix, "ops-worker"))
-    assert not await redis.sismember(workers_set_key(settings.stream_prefix), "ops-worker")
+    assert not await redis.exists(forwarder_metrics_key(settings.stream_prefix, "ops-worker"))
+    assert not await redis.sismember(forwarders_set_key(settings.stream_prefix), "ops-worker")
 
     assert "Action hooks (workers: ops-worker)" in text
     (row,) = [line for line in text.splitlines() if line.strip().startswith(f"{failing_id} ") and "crm" in line]

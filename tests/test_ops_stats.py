@@ -12,14 +12,14 @@ import time
 
 import pytest
 
-from tracker.cli import main
-from tracker.keys import (
+from tracker.contract.keys import (
     CONSUMER_GROUP,
     dead_letter_stream,
     event_stream,
     flusher_heartbeat_key,
     flusher_metrics_key,
 )
+from tracker.ops.cli import main
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def stats_env(settings, monkeypatch):
         "REDIS_URL": settings.redis_url,
         "TRACKER_STREAM_PREFIX": settings.stream_prefix,
         "TRACKER_STREAM_SHARDS": "2",
-        "TRACKER_SPOOL_DIR": str(settings.spool_dir),
+        "TRACKER_SPOOL_DIR": str(settings.edge.spool_dir),
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -67,7 +67,7 @@ async def an_incident(redis, settings, spool_holder: list[int]) -> int:
     }
     await redis.set(flusher_metrics_key(prefix, "flusher-a"), json.dumps(snapshot), ex=15)
 
-    spool = settings.spool_dir
+    spool = settings.edge.spool_dir
     spool.mkdir(parents=True)
     (spool / "edge-111.spool").write_bytes(b"x" * 300)
     (spool / "edge-111.offset").write_text("100")
@@ -118,7 +118,7 @@ async def test_json_output_counts_streams_pending_dead_letters_flushers_and_spoo
     assert (metrics["rows_written"], metrics["lag_s"]) == (250, 10.0)
 
     spool = stats["spool"]
-    assert spool["directory"] == str(settings.spool_dir.absolute()) and "local" in spool["note"]
+    assert spool["directory"] == str(settings.edge.spool_dir.absolute()) and "local" in spool["note"]
     files = {f["name"]: f for f in spool["files"]}
     assert (files["edge-111.spool"]["bytes"], files["edge-111.spool"]["replayed_bytes"]) == (300, 100)
     assert files["edge-111.spool"]["locked"] is False
@@ -163,7 +163,7 @@ def test_bad_watch_interval_and_missing_redis_url_are_usage_errors(stats_env, mo
 
 async def test_watch_redraws_in_place_and_ctrl_c_exits_0(settings, redis, stats_env):
     process = subprocess.Popen(
-        [sys.executable, "-m", "tracker.cli", "stats", "--watch", "0.2"],
+        [sys.executable, "-m", "tracker.ops.cli", "stats", "--watch", "0.2"],
         env={**os.environ, **stats_env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -7,12 +7,12 @@ import re
 import pytest
 
 from tests.edge_helpers import running_edge
-from tracker.input_errors import InputError
-from tracker.messages import register_message, register_version
-from tracker.render import Renderer, TemplateCache, load_template, render_message
-from tracker.short_links import resolve
-from tracker.token_batches import MessageTokens
-from tracker.tokens import Channel, Keyring, TokenKind, mint, verify
+from tracker.contract.tokens import Channel, Keyring, TokenKind, mint, verify
+from tracker.domain.errors import InputError
+from tracker.domain.messages import register_message, register_version
+from tracker.domain.render import Renderer, TemplateCache, load_template, render_message
+from tracker.domain.short_links import resolve
+from tracker.domain.token_batches import MessageTokens
 
 HTML = """<!doctype html>
 <html><body>
@@ -163,7 +163,7 @@ async def test_link_attributes_are_checked_when_the_message_is_registered(pg, em
 
 
 async def test_render_time_compilation_refuses_a_version_whose_links_differ(settings, pg, profiles) -> None:
-    from tracker.link_tables import Link, create_message
+    from tracker.domain.link_tables import Link, create_message
 
     message_id, _ = await create_message(
         pg, "email", "odd", [Link("https://other.example/")], content="<p>no links</p>"

@@ -16,7 +16,7 @@ def test_tracker_run_demo_end_to_end(settings, free_port, tmp_path) -> None:
     }
     env.pop("TRACKER_SIGNING_KEYS", None)
     result = subprocess.run(
-        [sys.executable, "-m", "tracker.cli", "run", "--exit-after-demo", "--port", str(free_port),
+        [sys.executable, "-m", "tracker.ops.cli", "run", "--exit-after-demo", "--port", str(free_port),
          "--data-dir", str(tmp_path / "var")],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -32,7 +32,7 @@ def test_tracker_run_demo_end_to_end(settings, free_port, tmp_path) -> None:
 
 
 def test_tracker_without_a_command_shows_help_and_exits_2() -> None:
-    result = subprocess.run([sys.executable, "-m", "tracker.cli"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([sys.executable, "-m", "tracker.ops.cli"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "run" in result.stdout and "migrate" in result.stdout
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
+from pathlib import Path
 
 import pytest
 
-from tracker.settings import Settings, SettingsError, is_secret
+from tracker.config import Settings, SettingsError, is_secret
 
 BASE = {"TRACKER_SIGNING_KEYS": "1:first-secret-0123456789,2:second-secret-0123456789"}
 
@@ -14,7 +14,7 @@ BASE = {"TRACKER_SIGNING_KEYS": "1:first-secret-0123456789,2:second-secret-01234
 def test_defaults_and_parsing() -> None:
     settings = Settings.from_env({**BASE, "TRACKER_STREAM_SHARDS": "8", "TRACKER_TRUST_FORWARDED_FOR": "yes"})
     assert settings.stream_shards == 8
-    assert settings.trust_forwarded_for is True
+    assert settings.edge.trust_forwarded_for is True
     assert settings.signing_keys == {1: b"first-secret-0123456789", 2: b"second-secret-0123456789"}
     assert settings.active_key_id == 1
     assert Settings.from_env({**BASE, "TRACKER_SIGNING_KEY_ID": "2"}).active_key_id == 2
@@ -61,15 +61,39 @@ def test_secrets_never_appear_in_repr_or_errors() -> None:
 
 def test_every_secret_looking_setting_is_hidden_from_repr() -> None:
     settings = Settings.from_env(BASE)
-    secrets_set = {
-        f.name: "s3cret-value-" + f.name
-        for f in dataclasses.fields(Settings)
-        if is_secret(f.name) and f.type in ("str", str)
-    }
-    shown = repr(settings.replace(**secrets_set))
-    assert secrets_set  # the webhook and API secrets are among them
-    for value in secrets_set.values():
-        assert value not in shown
+    changes: dict[str, dict[str, str]] = {}
+    for part, f in Settings.described():
+        if part and is_secret(f.name) and f.type in ("str", str):
+            changes.setdefault(part, {})[f.name] = "s3cret-value-" + f.name
+    shown = repr(settings.replace(**changes))
+    assert len(changes["reports"]) >= 6  # every provider's credentials are among them
+    for part in changes.values():
+        for value in part.values():
+            assert value not in shown
+
+
+def test_each_program_has_its_own_part_and_a_change_to_one_leaves_the_rest() -> None:
+    settings = Settings.from_env({**BASE, "FLUSHER_BATCH_MAX_EVENTS": "77", "TRACKER_HOOKS_RETRY_MAX_S": "9"})
+    assert (settings.flusher.batch_max_events, settings.forwarder.retry_max_s) == (77, 9.0)
+    assert settings.edge.batch_max_events == 512  # the edge's own XADD batch, a different setting
+    changed = settings.replace(stream_shards=2, flusher={"consumer": "f1"})
+    assert (changed.stream_shards, changed.flusher.consumer, changed.flusher.batch_max_events) == (2, "f1", 77)
+    assert changed.edge == settings.edge and settings.flusher.consumer == ""
+
+
+def test_provider_report_settings_still_read_their_first_names() -> None:
+    old = Settings.from_env({"TRACKER_HOOK_MAX_BODY_BYTES": "2048", "TRACKER_HOOK_TWILIO_AUTH_TOKEN": "tw"})
+    assert (old.reports.max_body_bytes, old.reports.twilio_auth_token) == (2048, "tw")
+    both = Settings.from_env({"TRACKER_HOOK_MAX_BODY_BYTES": "2048", "TRACKER_REPORT_MAX_BODY_BYTES": "4096"})
+    assert both.reports.max_body_bytes == 4096  # the new name wins
+    with pytest.raises(SettingsError, match="TRACKER_HOOK_MAX_SKEW_S='soon'"):
+        Settings.from_env({"TRACKER_HOOK_MAX_SKEW_S": "soon"})
+
+
+def test_the_readme_settings_table_is_the_one_the_code_makes() -> None:
+    from tracker.config.__main__ import main
+
+    assert main(["--check", str(Path(__file__).resolve().parent.parent / "README.md")]) == 0
 
 
 def test_settings_are_frozen() -> None:

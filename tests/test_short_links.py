@@ -7,9 +7,9 @@ import itertools
 import pytest
 from msgspec.structs import astuple
 
-from tracker import short_links
-from tracker.messages import register_message
-from tracker.short_links import CODE_PATTERN, cached, codes_for, new_code, resolve
+from tracker.domain import short_links
+from tracker.domain.messages import register_message
+from tracker.domain.short_links import CODE_PATTERN, cached, codes_for, new_code, resolve
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tracker.tokens import Channel, Token, TokenError, TokenKind, mint, parse, verify
+from tracker.contract.tokens import Channel, Token, TokenError, TokenKind, mint, parse, verify
 
 KEYS = {1: b"first-key-0123456789abcdef", 2: b"second-key-0123456789abcdef"}
 

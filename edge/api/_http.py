@@ -21,9 +21,9 @@ from starlette.responses import Response
 
 from edge.api.schemas import ErrorBody, ErrorDetail
 from edge.state import EdgeState
-from tracker.api_keys import check_api_key
-from tracker.input_errors import InputError
-from tracker.render import TemplateCache
+from tracker.domain.api_keys import check_api_key
+from tracker.domain.errors import InputError
+from tracker.domain.render import TemplateCache
 
 log = logging.getLogger("edge.api")
 T = TypeVar("T")
@@ -140,7 +140,7 @@ async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
 
 
 async def read_json(request: Request, ctx: ApiContext, type_: type[T]) -> T:
-    body = b"".join([chunk async for chunk in limited_stream(request, ctx.settings.api_max_body_bytes)])
+    body = b"".join([chunk async for chunk in limited_stream(request, ctx.settings.edge.api_max_body_bytes)])
     if not body.strip():
         raise InputError("empty_body", "the request needs a JSON body", 400)
     try:

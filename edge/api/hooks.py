@@ -33,27 +33,29 @@ from edge.api.schemas import (
     ReplayIn,
     ReplayList,
 )
-from tracker.hook_replays import OPEN_JOBS_PER_HOOK, create_replay, get_replay, list_replays
-from tracker.hooks import (
+from tracker.contract.keys import (
+    hook_dead_letter_stream,
+    hook_test_reply_key,
+    hook_test_requests_key,
+    hooks_version_key,
+)
+from tracker.domain.errors import Conflict, InputError, NotFound
+from tracker.domain.hook_definitions import (
     TestReply,
     TestRequest,
     check_destination,
     create_groups,
-    dead_letter_stream,
     dead_letters,
     decode_destination,
     destroy_groups,
     encode_json,
-    hooks_version_key,
     keep_secrets,
     public_view,
     requeue_dead_letters,
     set_hooks_count,
-    test_reply_key,
-    test_requests_key,
 )
-from tracker.hooks import backlog_entries as count_backlog
-from tracker.input_errors import Conflict, InputError, NotFound
+from tracker.domain.hook_definitions import backlog_entries as count_backlog
+from tracker.domain.hook_replays import OPEN_JOBS_PER_HOOK, create_replay, get_replay, list_replays
 
 _COLUMNS = (
     "id, name, destination, secrets::text as secrets, filter::text as filter, state, consecutive_failures,"
@@ -65,7 +67,7 @@ async def _hook(ctx: ApiContext, row: asyncpg.Record) -> Hook:
     settings = ctx.settings
     destination = decode_destination(row["secrets"])
     backlog = await count_backlog(ctx.redis, settings.stream_prefix, settings.stream_shards, row["id"])
-    dead = await ctx.redis.xlen(dead_letter_stream(settings.stream_prefix, row["id"]))
+    dead = await ctx.redis.xlen(hook_dead_letter_stream(settings.stream_prefix, row["id"]))
     return msgspec.convert({
         "id": row["id"], "name": row["name"], "state": row["state"], "destination": public_view(destination),
         "filter": json.loads(row["filter"]), "backlog_entries": backlog, "dead_letter_entries": dead,
@@ -182,12 +184,12 @@ async def test_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext)
     await _row(conn, hook_id)
     settings = ctx.settings
     request_id = secrets.token_hex(8)
-    reply_key = test_reply_key(settings.stream_prefix, request_id)
-    timeout = settings.hooks_test_timeout_s
+    reply_key = hook_test_reply_key(settings.stream_prefix, request_id)
+    timeout = settings.forwarder.test_timeout_s
     # Its own client: the edge's one times out in about a second, far less than a test may take.
     client = Redis.from_url(settings.redis_url, socket_timeout=timeout + 5, socket_connect_timeout=5)
     try:
-        await client.rpush(test_requests_key(settings.stream_prefix),
+        await client.rpush(hook_test_requests_key(settings.stream_prefix),
                            msgspec.json.encode(TestRequest(request_id, hook_id, reply_key)))  # fmt: skip
         popped = await client.blpop([reply_key], timeout=timeout)
     finally:
@@ -218,7 +220,7 @@ async def replay_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContex
         raise InputError("invalid_request", "since and until need a time zone (e.g. 2026-01-31T00:00:00Z)")
     if since >= until:
         raise InputError("invalid_request", "since must be before until")
-    row = await create_replay(conn, hook_id, since, until, body.message_id, ctx.settings.hooks_replay_max_events)
+    row = await create_replay(conn, hook_id, since, until, body.message_id, ctx.settings.forwarder.replay_max_events)
     if row is None:
         raise Conflict("too_many_replays", f"hook {hook_id} has {OPEN_JOBS_PER_HOOK} replay jobs queued or running;"
                        " wait for one to finish (GET .../replays)")  # fmt: skip

@@ -18,10 +18,10 @@ from edge.api.schemas import (
     RenderOut,
     VersionIn,
 )
-from tracker.input_errors import InputError, NotFound
-from tracker.link_tables import load_version
-from tracker.messages import RegisteredVersion, register_message, register_version
-from tracker.render import render_message
+from tracker.domain.errors import InputError, NotFound
+from tracker.domain.link_tables import load_version
+from tracker.domain.messages import RegisteredVersion, register_message, register_version
+from tracker.domain.render import render_message
 
 
 def _message(registered: RegisteredVersion) -> Message:
@@ -73,7 +73,7 @@ async def message_stats(request: Request, conn: asyncpg.Connection, ctx: ApiCont
 async def render(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     message_id = path_id(request, "message_id")
     body = await read_json(request, ctx, RenderIn)
-    limit = ctx.settings.api_render_max_recipients
+    limit = ctx.settings.edge.api_render_max_recipients
     wanted = list(dict.fromkeys(body.profile_ids))
     if len(wanted) > limit:
         raise InputError("too_many_recipients", f"{len(wanted)} profiles in one request; at most {limit}")

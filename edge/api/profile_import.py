@@ -23,8 +23,8 @@ from starlette.responses import Response
 from edge.api._http import ApiContext, json_response, limited_stream
 from edge.api.profiles import LOOKUP_KEYS, check_builtin, check_fields
 from edge.api.schemas import ErrorDetail, ImportStopped, ImportSummary, ProfileIn, RowError
-from tracker.input_errors import InputError
-from tracker.profile_fields import BUILTIN_FIELDS, FieldSpec, load_fields, parse_text
+from tracker.domain.errors import InputError
+from tracker.domain.profile_fields import BUILTIN_FIELDS, FieldSpec, load_fields, parse_text
 
 ERRORS_LIMIT = 1000
 MAX_LINE_BYTES = 1 << 20
@@ -97,8 +97,8 @@ async def import_profiles(request: Request, conn: asyncpg.Connection, ctx: ApiCo
     specs = await load_fields(conn)
     summary = _Summary()
     chunk: list[_Row] = []
-    size = ctx.settings.api_import_chunk_rows
-    body = limited_stream(request, ctx.settings.api_import_max_bytes)
+    size = ctx.settings.edge.api_import_chunk_rows
+    body = limited_stream(request, ctx.settings.edge.api_import_max_bytes)
     records = _jsonl_rows(body, specs) if kind == "jsonl" else _csv_rows(body, specs)
     try:
         async for number, parsed in records:

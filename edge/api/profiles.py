@@ -12,8 +12,8 @@ from starlette.responses import Response
 
 from edge.api._http import ApiContext, json_response, path_id, read_json
 from edge.api.schemas import Profile, ProfileField, ProfileFieldIn, ProfileFieldList, ProfileIn, ProfilePatch
-from tracker.input_errors import InputError, NotFound
-from tracker.profile_fields import (
+from tracker.domain.errors import InputError, NotFound
+from tracker.domain.profile_fields import (
     BUILTIN_FIELDS,
     FieldSpec,
     check_declaration,

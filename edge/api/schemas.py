@@ -239,8 +239,8 @@ COMPONENTS: tuple[type, ...] = (
 )  # fmt: skip
 
 
-# -- action hooks (edge/api/hooks.py; definitions shared with the worker in tracker.hooks) --
-from tracker.hooks import AmqpDestination, HookFilter, HttpDestination, KafkaDestination  # noqa: E402
+# -- action hooks (edge/api/hooks.py; definitions shared with the worker in tracker.domain.hook_definitions) --
+from tracker.domain.hook_definitions import AmqpDestination, HookFilter, HttpDestination, KafkaDestination  # noqa: E402
 
 HookDestination = HttpDestination | AmqpDestination | KafkaDestination
 

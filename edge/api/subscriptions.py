@@ -22,7 +22,7 @@ from edge.api.schemas import (
     Subscription,
     SubscriptionList,
 )
-from tracker.input_errors import Conflict, InputError, NotFound
+from tracker.domain.errors import Conflict, InputError, NotFound
 
 _SUBSCRIPTION = """
 select s.profile_id, s.resource_id, r.name as resource_name, r.channel, s.status, s.created_at,

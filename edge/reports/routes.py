@@ -1,0 +1,117 @@
+"""`POST /reports/{channel}/{provider}` (also `/hooks/...`): authenticate, read reports, record events.
+
+Status codes, in the order they are decided:
+  404  no such provider on this channel, or the provider has no secret configured
+  413  the body is over TRACKER_REPORT_MAX_BODY_BYTES (read incrementally, never past it)
+  401  the signature, credentials or signed timestamp do not check out: nothing recorded
+  400  the body does not parse as the provider's format: nothing recorded
+  200  everything else. Reports whose ref is missing or fails verification, and provider
+       events we do not track (e.g. SendGrid `processed`), are counted and skipped while
+       the rest of the batch is recorded: a non-2xx answer would only make the provider
+       retry the same batch for hours, and retrying cannot fix a ref.
+
+Events go through the same buffer as the pixel (`EventBuffer.add`): micro-batched,
+spooled while Redis is away; the answer never waits for Redis.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+
+from edge.reports import generic, mailgun, postmark, sendgrid, ses, smpp, twilio
+from edge.reports.base import Provider, Report, ReportError, ReportRequest, report_event_id
+from edge.state import EdgeState
+from tracker.contract.tokens import CHANNEL_NAMES, Keyring, TokenKind, verify
+
+log = logging.getLogger("edge.reports")
+_REF = int(TokenKind.REF)
+_NOT_FOUND = PlainTextResponse("no such webhook\n", status_code=404)
+
+
+def build_providers(state: EdgeState) -> dict[tuple[str, str], Provider]:
+    """The providers with their secrets configured, by (channel, name); the others answer 404."""
+    settings = state.settings
+    built = [
+        generic.GenericReports.from_settings(settings, "email"),
+        generic.GenericReports.from_settings(settings, "sms"),
+        ses.SesNotifications.from_settings(settings),
+        sendgrid.SendGridEvents.from_settings(settings),
+        mailgun.MailgunEvents.from_settings(settings),
+        postmark.PostmarkEvents.from_settings(settings),
+        twilio.TwilioStatusCallbacks.from_settings(settings),
+        smpp.SmppReceipts.from_settings(settings),
+    ]
+    return {(p.channel, p.name): p for p in built if p is not None}
+
+
+class ProviderReportRoutes:
+    """The Starlette endpoint for every provider; `counters` say what was recorded or refused."""
+
+    def __init__(self, state: EdgeState) -> None:
+        self.state = state
+        self.keys = Keyring(state.settings.signing_keys)
+        self.max_body = state.settings.reports.max_body_bytes
+        self.providers = build_providers(state)
+        # (channel, provider, outcome) -> count; outcome: recorded, bad_ref, untracked, or an HTTP status.
+        self.counters: Counter[tuple[str, str, str]] = Counter()
+
+    async def handle(self, request: Request) -> Response:
+        channel, name = request.path_params["channel"], request.path_params["provider"]
+        provider = self.providers.get((channel, name))
+        if provider is None:
+            return _NOT_FOUND
+        try:
+            body = await read_body(request, self.max_body)
+            hook = ReportRequest(request.url.path, request.url.query, request.headers, body)
+            reports = await provider.reports(hook)
+        except ReportError as exc:
+            self.counters[channel, name, str(exc.status)] += 1
+            log.info("provider report %s/%s refused: %d %s", channel, name, exc.status, exc.reason)
+            return PlainTextResponse(exc.reason + "\n", status_code=exc.status)
+        outcome = self.record(channel, name, reports)
+        return JSONResponse(outcome)
+
+    def record(self, channel: str, provider: str, reports: list[Report]) -> dict[str, int]:
+        outcome = {"recorded": 0, "bad_ref": 0, "untracked": 0}
+        add = self.state.events.add
+        for report in reports:
+            if report.kind is None:
+                outcome["untracked"] += 1
+                continue
+            token = verify(self.keys, report.ref.strip()) if report.ref else None
+            # A ref minted for another channel is as wrong as a forged one.
+            if token is None or token[0] != _REF or CHANNEL_NAMES.get(token[1]) != channel:
+                outcome["bad_ref"] += 1
+                continue
+            event_id = report_event_id(channel, provider, report.provider_event_id, report.ts_us, report.arrival_time)
+            data = report.data or None
+            size = 96 + (sum(len(k) + len(v) for k, v in data.items()) if data else 0)
+            # An Event's fields in order (tracker.contract.events.Event); no UA or IP: the provider called.
+            add((event_id, report.kind, channel, token[2], token[3], report.ts_us, 0, -1, "", "", data), size)
+            outcome["recorded"] += 1
+        for key, count in outcome.items():
+            if count:
+                self.counters[channel, provider, key] += count
+        if outcome["bad_ref"]:
+            skipped = outcome["bad_ref"]
+            log.info("provider report %s/%s: %d reports without a valid ref skipped", channel, provider, skipped)
+        return outcome
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, read chunk by chunk and abandoned as soon as it passes `limit` (413)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ReportError(413, f"body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ReportError(413, f"body over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

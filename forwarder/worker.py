@@ -1,0 +1,278 @@
+"""The `hooks` worker: one `HookRunner` task per hook, kept in step with the definitions in Postgres.
+
+Definitions are re-read every TRACKER_HOOKS_RELOAD_S, and at once when the API
+bumps the version key. A new hook gets a runner; a changed destination or
+filter gets a fresh one; a paused or resumed hook has its runner woken; a
+deleted one has its runner stopped. The worker also answers test requests from
+the API (one sample event through a hook's destination) and keeps a heartbeat.
+
+`close()` (SIGTERM) stops every runner after the delivery in hand; nothing
+unacknowledged is lost, it stays pending in the hook's group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+
+from flusher.worker import default_consumer_name
+from forwarder.delivery import Delivery, DeliveryFailed
+from forwarder.destinations import open_destination
+from forwarder.registry import HookDefinition, Lookups, load_hook, load_hooks
+from forwarder.replays import Replays
+from forwarder.runner import HookRunner, Outcome
+from tracker.config import Settings
+from tracker.contract.events import EventIds
+from tracker.contract.keys import (
+    forwarder_heartbeat_key,
+    forwarder_metrics_key,
+    forwarders_set_key,
+    hook_test_requests_key,
+    hooks_count_key,
+    hooks_version_key,
+)
+from tracker.domain.hook_definitions import TestReply, TestRequest, sample_event
+from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT
+
+log = logging.getLogger("hooks")
+T = TypeVar("T")
+_VERSION_POLL_S = 0.5
+_STOP_GRACE_S = 10.0
+_decode_request = msgspec.json.Decoder(TestRequest).decode
+
+
+class HooksWorker:
+    def __init__(self, settings: Settings, *, burst: bool = False) -> None:
+        settings.require("redis_url", "database_url")
+        self.settings = settings
+        self.burst = burst
+        self.consumer = settings.forwarder.consumer or default_consumer_name()
+        self.redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.pool: asyncpg.Pool | None = None
+        self.replays: Replays | None = None
+        self.runners: dict[int, tuple[HookRunner, asyncio.Task]] = {}
+        self._closing = asyncio.Event()
+        self._version: bytes | None = None
+        self.ids = EventIds()
+        # Per hook, for as long as this worker runs: a runner made again on reload carries on counting.
+        self.outcomes: dict[int, Outcome] = {}
+
+    def close(self) -> None:
+        """Stop after the deliveries in hand (safe from a signal handler); `run()` then returns."""
+        if not self._closing.is_set():
+            log.info("stopping: finishing the deliveries in hand")
+            self._closing.set()
+            for runner, _task in self.runners.values():
+                runner.close()
+
+    async def run(self) -> None:
+        log.info("hooks worker %s starting%s", self.consumer, " (burst)" if self.burst else "")
+        self.pool = await self._retry("Postgres: connect", lambda: asyncpg.create_pool(
+            self.settings.database_url, min_size=1, max_size=6, timeout=10))  # fmt: skip
+        self.replays = Replays(self.settings, self.redis, self.pool, self.consumer)
+        helpers = [] if self.burst else [
+            asyncio.create_task(_logged("heartbeat", self._heartbeat_loop())),
+            asyncio.create_task(_logged("test deliveries", self._test_loop())),
+            asyncio.create_task(_logged("replay jobs", self.replays.loop(self._closing))),
+        ]
+        try:
+            if self.burst:  # the replays asked for so far, on the replay streams before the runners read them
+                await self._retry("replay jobs", lambda: self.replays.run_open_jobs(self._closing.is_set))
+            await self.reload()
+            if self.burst:
+                await asyncio.gather(*(task for _runner, task in self.runners.values()))
+                return
+            next_reload = time.monotonic() + self.settings.forwarder.reload_s
+            while not self._closing.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closing.wait(), _VERSION_POLL_S)
+                if self._closing.is_set():
+                    break
+                try:
+                    version = await self.redis.get(hooks_version_key(self.settings.stream_prefix))
+                except REDIS_TRANSIENT as exc:
+                    log.warning("Redis: reading the hooks version failed: %r", exc)
+                    continue
+                if version != self._version or time.monotonic() >= next_reload:
+                    next_reload = time.monotonic() + self.settings.forwarder.reload_s
+                    self._version = version
+                    try:
+                        await self.reload()
+                    except (*REDIS_TRANSIENT, *POSTGRES_TRANSIENT) as exc:
+                        log.warning("reloading hook definitions failed: %r", exc)
+        finally:
+            self.close()
+            for task in helpers:
+                task.cancel()
+            await self._stop_runners(list(self.runners))
+            # A helper that died of a bug must not skip the clean-up below (it was logged where it died).
+            await asyncio.gather(*helpers, return_exceptions=True)
+            with contextlib.suppress(*REDIS_TRANSIENT):
+                prefix = self.settings.stream_prefix
+                await self.redis.delete(forwarder_heartbeat_key(prefix, self.consumer),
+                                        forwarder_metrics_key(prefix, self.consumer))  # fmt: skip
+                await self.redis.srem(forwarders_set_key(prefix), self.consumer)
+            await self.pool.close()
+            await self.redis.aclose()
+            log.info("hooks worker %s stopped: %d events delivered", self.consumer, self.delivered)
+
+    async def reload(self) -> None:
+        assert self.pool is not None
+        definitions = await load_hooks(self.pool)
+        # Heals the flusher's switch if Redis lost it (not bumping the version: no reload loop).
+        await self.redis.set(hooks_count_key(self.settings.stream_prefix), len(definitions))
+        gone = [hook_id for hook_id in self.runners if hook_id not in definitions]
+        changed = [hook_id for hook_id, (runner, _t) in self.runners.items()
+                   if hook_id in definitions and runner.definition.version != definitions[hook_id].version]  # fmt: skip
+        await self._stop_runners(gone + changed)
+        lookups = Lookups(self.pool)
+        for hook_id, definition in definitions.items():
+            if hook_id in self.runners:
+                runner = self.runners[hook_id][0]
+                if runner.definition.state != definition.state:
+                    runner.update(definition)
+                continue
+            runner = HookRunner(definition, self.settings, self.redis, lookups, self.consumer, burst=self.burst)
+            runner.outcome = self.outcomes.setdefault(hook_id, Outcome())
+            self.runners[hook_id] = (runner, asyncio.create_task(self._run_runner(runner)))
+
+    async def _run_runner(self, runner: HookRunner) -> None:
+        try:
+            await runner.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("hook %d: runner failed; it restarts at the next reload", runner.hook_id)
+            self.runners.pop(runner.hook_id, None)
+
+    async def _stop_runners(self, hook_ids: list[int]) -> None:
+        stopping = [self.runners.pop(hook_id) for hook_id in hook_ids if hook_id in self.runners]
+        for runner, _task in stopping:
+            runner.close()
+        tasks = [task for _runner, task in stopping]
+        if tasks:
+            _done, late = await asyncio.wait(tasks, timeout=_STOP_GRACE_S)
+            for task in late:  # a send stuck past its own timeout: its events stay pending
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- test deliveries -------------------------------------------------------------------
+
+    async def _test_loop(self) -> None:
+        key = hook_test_requests_key(self.settings.stream_prefix)
+        tests: set[asyncio.Task] = set()
+        while True:
+            try:
+                popped = await self.redis.blpop([key], timeout=1)
+            except REDIS_TRANSIENT as exc:
+                log.warning("Redis: waiting for test requests failed: %r", exc)
+                await asyncio.sleep(1)
+                continue
+            if popped:
+                task = asyncio.create_task(self._answer_test(_decode_request(popped[1])))
+                tests.add(task)
+                task.add_done_callback(tests.discard)
+
+    async def _answer_test(self, request: TestRequest) -> None:
+        reply = await self.send_test(request.hook_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(request.reply_key, msgspec.json.encode(reply))
+            pipe.expire(request.reply_key, 60)
+            await pipe.execute()
+
+    async def send_test(self, hook_id: int) -> TestReply:
+        """One sample event through the hook's destination now, whatever the hook's state."""
+        assert self.pool is not None
+        definition = await load_hook(self.pool, hook_id)
+        if definition is None:
+            return TestReply(False, f"hook {hook_id} does not exist", 0.0)
+        return await deliver_sample(definition, self.ids)
+
+    # -- support -------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        ttl = self.settings.forwarder.heartbeat_ttl_s
+        prefix = self.settings.stream_prefix
+        key = forwarder_heartbeat_key(prefix, self.consumer)
+        metrics_key, workers_key = forwarder_metrics_key(prefix, self.consumer), forwarders_set_key(prefix)
+        await self._forget_dead_workers(workers_key)
+        while True:
+            facts = {"consumer": self.consumer, "pid": os.getpid(), "at": time.time(), "hooks": len(self.runners),
+                     "delivered": self.delivered}  # fmt: skip
+            with contextlib.suppress(*REDIS_TRANSIENT):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.set(key, json.dumps(facts), ex=ttl)
+                    # For the edge's /metrics: found through the workers set, gone with the TTL.
+                    pipe.set(metrics_key, json.dumps(self.metrics_snapshot()), ex=ttl)
+                    pipe.sadd(workers_key, self.consumer)
+                    await pipe.execute()
+            await asyncio.sleep(ttl / 3)
+
+    @property
+    def delivered(self) -> int:
+        return sum(outcome.delivered for outcome in self.outcomes.values())
+
+    def metrics_snapshot(self) -> dict:
+        hooks = {}
+        for hook_id, outcome in self.outcomes.items():
+            running = self.runners.get(hook_id)
+            state = running[0].definition.state if running else "stopped"
+            hooks[str(hook_id)] = {**dataclasses.asdict(outcome), "state": state,
+                                   "failures_in_a_row": running[0].failures if running else 0}  # fmt: skip
+        return {"consumer": self.consumer, "at": time.time(), "hooks": hooks}
+
+    async def _forget_dead_workers(self, workers_key: str) -> None:
+        prefix = self.settings.stream_prefix
+        with contextlib.suppress(*REDIS_TRANSIENT):
+            names = [name.decode() for name in await self.redis.smembers(workers_key)]
+            alive = await asyncio.gather(*(self.redis.exists(forwarder_heartbeat_key(prefix, n)) for n in names))
+            dead = [name for name, up in zip(names, alive, strict=True) if not up and name != self.consumer]
+            if dead:
+                await self.redis.srem(workers_key, *dead)
+
+    async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        delay = self.settings.forwarder.retry_min_s
+        while True:
+            try:
+                return await operation()
+            except (*REDIS_TRANSIENT, *POSTGRES_TRANSIENT) as exc:
+                log.warning("%s failed: %r; again in %.2fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.forwarder.retry_max_s)
+
+
+async def _logged(what: str, work: Awaitable[None]) -> None:
+    try:
+        await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("hooks worker: %s stopped on an unexpected error", what)
+        raise
+
+
+async def deliver_sample(definition: HookDefinition, ids: EventIds) -> TestReply:
+    destination = open_destination(definition.destination)
+    event = sample_event(ids)
+    started = time.perf_counter()
+    try:
+        answer = await destination.send(Delivery(definition.id, f"{definition.id}-test-{event.id.hex()}", [event]))
+        ok = True
+    except DeliveryFailed as exc:
+        answer, ok = str(exc), False
+    except Exception as exc:  # the owner sees what went wrong rather than a 500
+        answer, ok = f"{type(exc).__name__}: {exc}", False
+    finally:
+        await destination.close()
+    return TestReply(ok, answer, round((time.perf_counter() - started) * 1000, 1))

@@ -1,0 +1,335 @@
+"""Action hooks, as both sides see them: definitions, filters, the event document, Redis names.
+
+A hook subscribes one destination (HTTP, RabbitMQ, Kafka) to committed events.
+The flusher copies every batch it committed to the committed streams (one per
+shard, same entry format as the event streams); each hook is a consumer group
+on them, read by the `hooks` worker. A hook's replays (tracker.domain.hook_replays)
+and re-sent dead letters go to its own replay stream, which only its group reads.
+
+The API writes definitions to Postgres and creates or destroys the hook's
+groups; the worker reads the definitions and delivers. Nothing here imports
+either side.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from tracker.contract.events import CHANNELS, KINDS, Event
+from tracker.contract.keys import (
+    committed_streams,
+    hook_dead_letter_stream,
+    hook_group,
+    hook_replay_stream,
+    hooks_count_key,
+    hooks_version_key,
+)
+
+# -- definitions ------------------------------------------------------------------------------
+
+Kind = Literal[tuple(sorted(KINDS))]  # type: ignore[valid-type]
+Channel = Literal[tuple(sorted(CHANNELS))]  # type: ignore[valid-type]
+HookState = Literal["active", "paused", "failing"]
+FieldName = Annotated[str, Meta(pattern="^[a-z][a-z0-9_]{0,62}$")]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class HookFilter(_Strict):
+    """Which events a hook gets. An empty or absent list lets everything through; lists AND together.
+
+    `profile_fields`: custom profile fields that must equal these values (events of anonymous or
+    unknown profiles never match a non-empty one).
+    """
+
+    kinds: list[Kind] | None = None
+    channels: list[Channel] | None = None
+    message_ids: list[Annotated[int, Meta(ge=0)]] | None = None
+    resource_ids: list[Annotated[int, Meta(ge=1)]] | None = None
+    profile_fields: dict[FieldName, str | int | float | bool] | None = None
+
+    @property
+    def needs_resources(self) -> bool:
+        return bool(self.resource_ids)
+
+
+def compile_filter(spec: HookFilter) -> Callable[[Event, dict[int, int | None]], bool]:
+    """A fast predicate: (event, message id -> resource id) -> matches, without the profile fields."""
+    kinds = frozenset(spec.kinds or ())
+    channels = frozenset(spec.channels or ())
+    messages = frozenset(spec.message_ids or ())
+    resources = frozenset(spec.resource_ids or ())
+
+    def matches(event: Event, resource_of: dict[int, int | None]) -> bool:
+        return (
+            (not kinds or event.kind in kinds)
+            and (not channels or event.channel in channels)
+            and (not messages or event.message_id in messages)
+            and (not resources or resource_of.get(event.message_id) in resources)
+        )
+
+    return matches
+
+
+class HttpDestination(_Strict, tag="http", tag_field="type"):
+    """POST `{"batch_id", "hook_id", "events": [...]}`; 2xx acknowledges, anything else is retried.
+
+    With a `secret`, `X-Tracker-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>` and
+    `X-Tracker-Timestamp` (Unix seconds) come with every request.
+    """
+
+    url: Annotated[str, Meta(pattern="^https?://[^/?#\\s]+", max_length=2000)]
+    secret: Annotated[str, Meta(min_length=16, max_length=500)] | None = None
+    headers: dict[Annotated[str, Meta(pattern="^[A-Za-z0-9-]{1,100}$")], str] = {}
+    timeout_s: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    max_events: Annotated[int, Meta(ge=1, le=10_000)] = 500
+
+
+class AmqpDestination(_Strict, tag="amqp", tag_field="type"):
+    """One persistent message per event, confirmed by the broker.
+
+    Without `exchange`, to the queue `queue` through the default exchange; with one, to that
+    exchange with `routing_key` (a template over the event: `{kind}`, `{channel}`, `{message_id}`,
+    `{profile_id}`). Credentials go in the `url` (`amqp://user:password@host/vhost`).
+    """
+
+    url: Annotated[str, Meta(pattern="^amqps?://", max_length=2000)]
+    queue: Annotated[str, Meta(max_length=255)] = ""
+    exchange: Annotated[str, Meta(max_length=255)] = ""
+    routing_key: Annotated[str, Meta(max_length=255)] = "event.{kind}.{channel}"
+    max_events: Annotated[int, Meta(ge=1, le=10_000)] = 500
+
+
+class KafkaDestination(_Strict, tag="kafka", tag_field="type"):
+    """One record per event to `topic`, keyed by the profile id (per-profile order), acks=all."""
+
+    bootstrap_servers: Annotated[str, Meta(min_length=3, max_length=2000)]
+    topic: Annotated[str, Meta(pattern="^[A-Za-z0-9._-]{1,249}$")]
+    # The idempotent producer needs broker support (InitProducerId); turn it off for brokers without.
+    idempotent: bool = True
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    max_events: Annotated[int, Meta(ge=1, le=10_000)] = 500
+
+
+Destination = HttpDestination | AmqpDestination | KafkaDestination
+decode_destination = msgspec.json.Decoder(Destination).decode
+decode_filter = msgspec.json.Decoder(HookFilter).decode
+encode_json = msgspec.json.Encoder().encode
+
+
+def check_destination(destination: Destination) -> str:
+    """What is wrong with a destination beyond its types ('' when nothing)."""
+    if isinstance(destination, AmqpDestination):
+        if not destination.exchange and not destination.queue:
+            return "an amqp destination needs a queue (default exchange) or an exchange"
+        try:
+            destination.routing_key.format(kind="k", channel="c", message_id=1, profile_id=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            return f"routing_key: unknown placeholder or bad template ({exc})"
+    if isinstance(destination, KafkaDestination) and destination.security_protocol.startswith("SASL"):
+        if not destination.sasl_username or not destination.sasl_password:
+            return "SASL needs sasl_username and sasl_password"
+    return ""
+
+
+def keep_secrets(new: Destination, old: Destination | None) -> Destination:
+    """An update that leaves a secret out keeps the stored one (it was never shown to the caller)."""
+    if isinstance(new, HttpDestination) and isinstance(old, HttpDestination) and new.url == old.url:
+        if new.secret is None and old.secret is not None:
+            new = msgspec.structs.replace(new, secret=old.secret)
+    if isinstance(new, KafkaDestination) and isinstance(old, KafkaDestination):
+        if new.sasl_password is None and old.sasl_password is not None:
+            new = msgspec.structs.replace(new, sasl_password=old.sasl_password)
+    return new
+
+
+def secret_hint(secret: str | None) -> str | None:
+    if not secret:
+        return None
+    return f"set, ends in {secret[-4:]}" if len(secret) >= 16 else "set"
+
+
+def public_view(destination: Destination) -> dict[str, Any]:
+    """The destination as the API shows it: no secret, header values and passwords hidden."""
+    from tracker.config import redact_url
+
+    if isinstance(destination, HttpDestination):
+        return {
+            "type": "http",
+            "url": destination.url,
+            "secret": secret_hint(destination.secret),
+            "headers": dict.fromkeys(destination.headers, "set"),
+            "timeout_s": destination.timeout_s,
+            "max_events": destination.max_events,
+        }
+    if isinstance(destination, AmqpDestination):
+        return {
+            "type": "amqp",
+            "url": redact_url(destination.url),
+            "queue": destination.queue,
+            "exchange": destination.exchange,
+            "routing_key": destination.routing_key,
+            "max_events": destination.max_events,
+        }
+    return {
+        "type": "kafka",
+        "bootstrap_servers": destination.bootstrap_servers,
+        "topic": destination.topic,
+        "idempotent": destination.idempotent,
+        "security_protocol": destination.security_protocol,
+        "sasl_username": destination.sasl_username,
+        "sasl_password": secret_hint(destination.sasl_password),
+        "max_events": destination.max_events,
+    }
+
+
+# -- what destinations receive ----------------------------------------------------------------
+
+
+def event_document(event: Event) -> dict[str, Any]:
+    """One event as JSON: `id` (a UUID, the idempotency key) and the event's facts."""
+    return {
+        "id": str(uuid.UUID(bytes=event.id)),
+        "kind": event.kind,
+        "channel": event.channel,
+        "message_id": event.message_id,
+        "profile_id": event.profile_id,
+        "time": dt.datetime.fromtimestamp(event.ts_us / 1e6, dt.UTC).isoformat().replace("+00:00", "Z"),
+        "ts_us": event.ts_us,
+        "link_version": event.link_version,
+        "link_index": event.link_index,
+        "ua_class": event.ua_class,
+        "ip_prefix": event.ip_prefix,
+        "data": event.data,
+    }
+
+
+def sample_event(ids: Any, message_id: int = 0, profile_id: int = 0) -> Event:
+    """What a test delivery sends: a `site_action` marked as a test (`data.test` is true)."""
+    now_us = dt.datetime.now(dt.UTC).timestamp() * 1e6
+    return Event(ids.new(), "site_action", "site", message_id, profile_id, int(now_us), 0, -1, "test", "",
+                 {"test": True, "action": "hook_test"})  # fmt: skip
+
+
+class TestRequest(msgspec.Struct):
+    """API -> worker: deliver a sample event through hook `hook_id` now, answer at `reply_key`."""
+
+    request_id: str
+    hook_id: int
+    reply_key: str
+
+
+class TestReply(msgspec.Struct):
+    ok: bool
+    answer: str
+    took_ms: float
+
+
+# -- Redis operations both sides need ---------------------------------------------------------
+
+
+async def create_groups(redis: Any, prefix: str, shards: int, hook_id: int) -> None:
+    """The hook's consumer groups, from now on: a new hook gets events committed after it was made.
+
+    Safe to repeat (the worker does at start, in case Redis lost them).
+    """
+    from redis.exceptions import ResponseError
+
+    targets = [(stream, "$") for stream in committed_streams(prefix, shards)]
+    targets.append((hook_replay_stream(prefix, hook_id), "0"))
+    for stream, start in targets:
+        try:
+            await redis.xgroup_create(stream, hook_group(hook_id), id=start, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+
+async def destroy_groups(redis: Any, prefix: str, shards: int, hook_id: int) -> None:
+    """Forget the hook in Redis: its groups (so trimming no longer waits for it) and its own streams."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for stream in committed_streams(prefix, shards):
+            pipe.xgroup_destroy(stream, hook_group(hook_id))
+        pipe.delete(hook_replay_stream(prefix, hook_id), hook_dead_letter_stream(prefix, hook_id))
+        await pipe.execute(raise_on_error=False)
+
+
+async def set_hooks_count(redis: Any, prefix: str, shards: int, count: int) -> None:
+    """Tell the flusher whether to forward; with no hook left, drop the committed streams too."""
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.set(hooks_count_key(prefix), count)
+        pipe.incr(hooks_version_key(prefix))
+        if count == 0:
+            pipe.delete(*committed_streams(prefix, shards))
+        await pipe.execute()
+
+
+async def backlog_entries(redis: Any, prefix: str, shards: int, hook_id: int) -> int:
+    """Stream entries the hook has not acknowledged: pending plus not yet read, over all its streams."""
+    total = 0
+    group = hook_group(hook_id).encode()
+    for stream in [*committed_streams(prefix, shards), hook_replay_stream(prefix, hook_id)]:
+        try:
+            groups = await redis.xinfo_groups(stream)
+        except Exception as exc:  # no such stream yet
+            if "no such key" in str(exc).lower():
+                continue
+            raise
+        for info in groups:
+            name = info.get("name")
+            if (name.encode() if isinstance(name, str) else name) != group:
+                continue
+            lag = info.get("lag")
+            if lag is None:  # Redis cannot tell (entries deleted): count what follows the group's cursor
+                last = info.get("last-delivered-id")
+                lag = len(await redis.xrange(stream, min=f"({_text(last)}", max="+"))
+            total += int(info.get("pending") or 0) + int(lag)
+    return total
+
+
+async def dead_letters(redis: Any, prefix: str, hook_id: int, count: int = 100) -> list[dict[str, Any]]:
+    """The oldest dead-lettered deliveries of a hook: when, why, how many events."""
+    from tracker.contract.events import decode_batch
+
+    found = []
+    for entry_id, fields in await redis.xrange(hook_dead_letter_stream(prefix, hook_id), count=count):
+        events = decode_batch(fields[b"e"])
+        found.append({
+            "id": _text(entry_id),
+            "at": float(fields.get(b"at", b"0")),
+            "error": _text(fields.get(b"error", b"")),
+            "attempts": int(fields.get(b"attempts", b"0")),
+            "events": len(events),
+            "event_ids": [str(uuid.UUID(bytes=event.id)) for event in events[:20]],
+        })  # fmt: skip
+    return found
+
+
+async def requeue_dead_letters(redis: Any, prefix: str, hook_id: int, page: int = 500) -> int:
+    """Move every dead letter of the hook to its replay stream (each page in one MULTI); events moved."""
+    from tracker.contract.events import decode_batch
+
+    moved = 0
+    source, target = hook_dead_letter_stream(prefix, hook_id), hook_replay_stream(prefix, hook_id)
+    while entries := await redis.xrange(source, count=page):
+        async with redis.pipeline(transaction=True) as pipe:
+            for entry_id, fields in entries:
+                pipe.xadd(target, {b"e": fields[b"e"]})
+                pipe.xdel(source, entry_id)
+            await pipe.execute()
+        moved += sum(len(decode_batch(fields[b"e"])) for _, fields in entries)
+    return moved
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

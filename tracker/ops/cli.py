@@ -1,0 +1,257 @@
+"""`tracker`: the operator's command (migrate, run the whole stack with a demo message, mint links)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tracker.config import Settings, SettingsError, settings_help
+from tracker.ops.api_commands import add_api_commands
+from tracker.ops.demo import DemoMessage, seed_demo
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.handler(args)
+    except SettingsError as exc:
+        print(f"tracker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tracker",
+        description="Tracking edge operations. Exit codes: 0 ok, 1 failed, 2 bad usage or settings.",
+        epilog="environment (shared by every command):\n" + settings_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="start edge + flusher (embedded Redis/Postgres when no URLs are set) with a demo message",
+        description="Start the whole stack on this machine: Redis and Postgres from REDIS_URL and DATABASE_URL, "
+        "or embedded servers (own sockets and data folders under --data-dir) when they are not set; apply "
+        "migrations; seed a demo message; start the edge (Granian), the flusher and the action-hook worker; "
+        "request the demo pixel and "
+        "link once and show that the events reached Postgres. Runs until Ctrl-C.",
+    )
+    run.add_argument("--host", default="127.0.0.1", help="edge address [default: %(default)s]")
+    run.add_argument("--port", type=int, default=8000, help="edge port [default: %(default)s]")
+    run.add_argument("--workers", type=int, default=1, help="edge worker processes [default: %(default)s]")
+    run.add_argument("--data-dir", type=Path, default=Path("var"), help="embedded data, keys, spool [default: var]")
+    run.add_argument("--no-flusher", action="store_true", help="start the edge only (no flusher, no hooks worker)")
+    run.add_argument("--exit-after-demo", action="store_true", help="stop once the demo events are in Postgres")
+    run.set_defaults(handler=cmd_run)
+
+    mig = sub.add_parser("migrate", help="apply the schema migrations to DATABASE_URL")
+    mig.set_defaults(handler=cmd_migrate)
+
+    stats = sub.add_parser(
+        "stats",
+        help="streams, pending entries, dead letters, flushers, this host's spool, Redis: what an incident needs",
+        description="Read Redis only (REDIS_URL, TRACKER_STREAM_PREFIX, TRACKER_STREAM_SHARDS) and show per stream "
+        "shard its length, consumer groups, pending entries and the age of the oldest, unread entries, consumers "
+        "with pending counts and idle times; the dead-letter stream; flusher heartbeats and metrics (rows written, "
+        "lag); Redis memory, ops/s and clients; and the edge spool files in TRACKER_SPOOL_DIR of this host (spools "
+        "are local: look at each edge host). Exit 0, or 1 when Redis is unreachable.",
+    )
+    stats.add_argument(
+        "--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+        help="redraw every SECONDS (default 2) until Ctrl-C, which exits 0; an unreachable Redis is shown, not fatal",
+    )  # fmt: skip
+    stats.add_argument("--json", action="store_true", help="one JSON document (with --watch: one per line)")
+    stats.set_defaults(handler=cmd_stats)
+    add_api_commands(sub)
+    return parser
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from tracker.contract.schema import migrate
+
+    settings = Settings.from_env()
+    settings.require("database_url")
+    applied = asyncio.run(migrate(settings.database_url))
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from tracker.ops.stats import run
+
+    if args.watch is not None and args.watch <= 0:
+        print(f"tracker stats: --watch {args.watch:g}: expected a number of seconds above 0", file=sys.stderr)
+        return EXIT_USAGE
+    return run(Settings.from_env(), watch_s=args.watch, as_json=args.json)
+
+
+def _signing_keys(data_dir: Path) -> str:
+    """Keys from the environment, else a random key kept in the data folder across runs."""
+    if os.environ.get("TRACKER_SIGNING_KEYS"):
+        return os.environ["TRACKER_SIGNING_KEYS"]
+    path = data_dir / "signing-keys"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("1:" + secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tracker.ops.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    data_dir: Path = args.data_dir.absolute()
+    env = dict(os.environ)
+    embedded: list[EmbeddedRedis | EmbeddedPostgres] = []
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stop = {"signal": 0}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        if not env.get("REDIS_URL"):
+            server = EmbeddedRedis(data_dir / "redis")
+            embedded.append(server)
+            env["REDIS_URL"] = server.start()
+            print(f"embedded Redis:    {env['REDIS_URL']}")
+        if not env.get("DATABASE_URL"):
+            pg = EmbeddedPostgres(data_dir / "postgres")
+            embedded.append(pg)
+            env["DATABASE_URL"] = pg.start()
+            print(f"embedded Postgres: {env['DATABASE_URL']}")
+        env["TRACKER_SIGNING_KEYS"] = _signing_keys(data_dir)
+        env.setdefault("TRACKER_PUBLIC_URL", f"http://{args.host}:{args.port}")
+        env.setdefault("TRACKER_SPOOL_DIR", str(data_dir / "spool"))
+        settings = Settings.from_env(env)
+
+        from tracker.contract.schema import migrate
+
+        applied = asyncio.run(migrate(settings.database_url))
+        print("migrations applied: " + (", ".join(applied) or "none needed"))
+        demo = asyncio.run(seed_demo(settings))
+
+        edge_cmd = [sys.executable, "-m", "edge.serve", "--host", args.host, "--port", str(args.port)]
+        children.append(("edge", subprocess.Popen([*edge_cmd, "--workers", str(args.workers)], env=env)))
+        if not args.no_flusher:
+            children.append(("flusher", subprocess.Popen([sys.executable, "-m", "flusher.cli"], env=env)))
+            # The action-hook worker idles until a hook is created through the API.
+            children.append(("hooks", subprocess.Popen([sys.executable, "-m", "forwarder.cli"], env=env)))
+        if not _wait_healthy(f"http://{args.host}:{args.port}/health", children, stop):
+            return EXIT_FAILED
+
+        print(f"\nedge listening on http://{args.host}:{args.port}  (ready: /ready)")
+        print(f"demo message {demo.message_id} for profile {demo.profile_id}:")
+        print(f"  open pixel: {demo.open_url}")
+        for url in demo.click_urls:
+            print(f"  click:      {url}")
+        ok = _demo_round_trip(settings, demo, flusher=not args.no_flusher)
+        if args.exit_after_demo:
+            return EXIT_OK if ok else EXIT_FAILED
+        print("\nrunning; Ctrl-C stops edge, flusher and embedded servers")
+        while not stop["signal"]:
+            for name, child in children:
+                if child.poll() is not None:
+                    print(f"tracker: {name} exited with {child.returncode}", file=sys.stderr)
+                    return EXIT_FAILED
+            time.sleep(0.2)
+        return EXIT_OK
+    finally:
+        for _name, child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for _name, child in reversed(children):
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for server in reversed(embedded):
+            server.stop()
+
+
+def _wait_healthy(url: str, children: list, stop: dict, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop["signal"]:
+        for name, child in children:
+            if child.poll() is not None:
+                print(f"tracker: {name} exited with {child.returncode} during start-up", file=sys.stderr)
+                return False
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.1)
+    print(f"tracker: the edge did not answer {url} within {timeout:.0f}s", file=sys.stderr)
+    return False
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def _demo_round_trip(settings: Settings, demo: DemoMessage, flusher: bool) -> bool:
+    """Open the demo pixel and click its first link, then wait for the rows in Postgres."""
+    opener = urllib.request.build_opener(_NoRedirect)
+    with opener.open(demo.open_url, timeout=5) as response:
+        print(f"\nGET open pixel -> {response.status} {response.headers['content-type']}")
+    try:
+        opener.open(demo.click_urls[0], timeout=5)
+    except urllib.error.HTTPError as redirect:
+        print(f"GET click      -> {redirect.code} Location: {redirect.headers['location']}")
+    if not flusher:
+        return True
+    kinds, fields = asyncio.run(_wait_for_rows(settings, demo, {"opened", "clicked"}))
+    if kinds >= {"opened", "clicked"}:
+        print(f"demo events stored in Postgres: {', '.join(sorted(kinds))}")
+        print(f"demo profile fields after the click: {fields}")
+        return True
+    print(f"tracker: demo events not in Postgres after 20s (found: {sorted(kinds)})", file=sys.stderr)
+    return False
+
+
+async def _wait_for_rows(settings: Settings, demo: DemoMessage, wanted: set[str]) -> tuple[set[str], str]:
+    """The demo message's event kinds in Postgres (waiting up to 20 s for `wanted`) and its profile's fields."""
+    import asyncpg
+
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        found: set[str] = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if await conn.fetchval("select to_regclass('events') is not null"):
+                rows = await conn.fetch("select distinct kind from events where message_id = $1", demo.message_id)
+                found = {row["kind"] for row in rows}
+                if found >= wanted:
+                    break
+            await asyncio.sleep(0.2)
+        fields = await conn.fetchval("select fields::text from profiles where id = $1", demo.profile_id)
+        return found, fields
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The demo message that `tracker run` seeds: a profile, a list, and an email with two tracked links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from tracker.config import Settings
+from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.domain.link_tables import Link, create_message
+
+DEMO_EMAIL = "demo.recipient@example.com"
+
+
+@dataclass(frozen=True)
+class DemoMessage:
+    message_id: int
+    profile_id: int
+    open_url: str
+    click_urls: list[str]
+
+
+async def seed_demo(settings: Settings) -> DemoMessage:
+    """Create (or reuse) the demo profile and list, and register a new demo message."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "insert into profile_fields (name, type) values ('clicked_link', 'boolean') on conflict do nothing"
+            )
+            profile_id = await conn.fetchval(
+                "insert into profiles (email) values ($1)"
+                " on conflict (email) do update set updated_at = now() returning id",
+                DEMO_EMAIL,
+            )
+            resource_id = await conn.fetchval("select id from resources where name = 'Demo newsletter'")
+            if resource_id is None:
+                resource_id = await conn.fetchval(
+                    "insert into resources (name, channel) values ('Demo newsletter', 'email') returning id"
+                )
+            links = [
+                Link("https://example.com/welcome?utm_source=demo", {"update-clicked_link": "true"}),
+                Link("https://example.com/pricing", {"subscribe-to": str(resource_id)}),
+            ]
+            message_id, version = await create_message(
+                conn, "email", "Demo: welcome", links, resource_id=resource_id
+            )
+    finally:
+        await conn.close()
+    keys, kid, base = settings.signing_keys, settings.active_key_id, settings.public_url
+    open_token = mint(keys, kid, TokenKind.OPEN, Channel.EMAIL, message_id, profile_id)
+    clicks = [
+        f"{base}/c/{mint(keys, kid, TokenKind.CLICK, Channel.EMAIL, message_id, profile_id, version, index)}"
+        for index in range(len(links))
+    ]
+    return DemoMessage(message_id, profile_id, f"{base}/o/{open_token}.gif", clicks)
