@@ -1,4 +1,4 @@
-# One image for the edge and the flusher: `docker run IMAGE edge --host 0.0.0.0` or `docker run IMAGE flusher`.
+# One image for the three programs: `docker run IMAGE` (the edge), `docker run IMAGE flusher`, `docker run IMAGE forwarder`.
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 TRACKER_SPOOL_DIR=/var/lib/tracker/spool
 WORKDIR /app
@@ -6,6 +6,7 @@ COPY pyproject.toml README.md ./
 COPY tracker ./tracker
 COPY edge ./edge
 COPY flusher ./flusher
+COPY forwarder ./forwarder
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 tracker \
     && mkdir -p /var/lib/tracker/spool && chown -R tracker /var/lib/tracker
 USER tracker

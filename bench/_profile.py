@@ -13,13 +13,10 @@ import shutil
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench._procs import Server
-
-if TYPE_CHECKING:
-    from bench.run import Bench
 
 # Frames every sample shares (process start-up, Granian's worker bootstrap): no information.
 _BOOTSTRAP = ("multiprocessing/", "granian/server/", "edge/serve.py", "(edge)")
@@ -94,23 +91,26 @@ def render(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def profile_under_load(bench: Bench, edge: Server, paths: Path, seconds: float, raw_path: Path) -> dict:
+def profile_under_load(
+    edge: Server, seconds: float, raw_path: Path, *, pin: list[str], load: Callable[[float], object], load_name: str
+) -> dict:
+    """py-spy on the busiest edge worker for `seconds` while `load(seconds)` drives it (`pin`: py-spy's taskset)."""
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
         return {"top": {}, "text": "  py-spy is not installed (pip install -e '.[bench]')"}
     pid = busiest_worker(edge)
     raw_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [
-        *bench.pinned(bench.args.client_cpus), py_spy, "record", "--pid", str(pid), "--format", "raw",
+        *pin, py_spy, "record", "--pid", str(pid), "--format", "raw",
         "--rate", "250", "--duration", str(int(seconds)), "--gil", "--nonblocking", "-o", str(raw_path),
     ]  # fmt: skip
-    print(f"bench: py-spy on edge worker {pid} for {seconds:g}s ({paths.name})", flush=True)
+    print(f"bench: py-spy on edge worker {pid} for {seconds:g}s ({load_name})", flush=True)
     recorder = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # wrk runs a little longer than the recording, so every sample is taken under load.
-    load = threading.Thread(target=bench.drive, args=(edge, paths, 64, seconds + 2))
-    load.start()
+    driver = threading.Thread(target=load, args=(seconds + 2,))
+    driver.start()
     _, errors = recorder.communicate(timeout=seconds + 60)
-    load.join()
+    driver.join()
     if recorder.returncode != 0 or not raw_path.exists():
         return {"top": {}, "text": f"  py-spy failed ({recorder.returncode}): {errors.strip()[-500:]}"}
     summary = summarise(raw_path.read_text())

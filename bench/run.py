@@ -5,88 +5,33 @@ tokens, starts the edge, a bare Granian GIF app and nginx, drives each with
 wrk (rotating over many distinct tokens) for several rounds, and prints the
 medians and the ratios DESIGN.md sets targets for. Everything it started is
 stopped, and everything it created is dropped, on exit or Ctrl-C.
+
+Here: the run loop, the report and the clean-up. Flags and targets are in
+bench._args, starting and checking the servers under test in bench._targets,
+the machine facts in bench._machine, py-spy (`--profile`) in bench._profile.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import http.client
+import functools
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-from bench import _procs, _report, _services, _wrk
+from bench import _report, _services, _wrk
+from bench._args import TARGETS, build_parser
+from bench._machine import machine
 from bench._procs import Server, Servers
+from bench._targets import Launcher, expect
 from tracker.config import parse_signing_keys
-
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = Path(sys.executable).parent
-TARGETS = ["nginx", "bare", "edge_open", "edge_click"]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.run",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    env = os.environ
-    services = parser.add_argument_group("services")
-    services.add_argument(
-        "--redis-url", default=env.get("REDIS_URL", ""),
-        help="Redis for the edge's streams (default: $REDIS_URL); empty: an embedded redis-server in a temp folder. "
-        "The edge writes under a fresh random prefix, deleted at the end",
-    )  # fmt: skip
-    services.add_argument(
-        "--database-url", default=env.get("DATABASE_URL", ""),
-        help="an admin Postgres URL (default: $DATABASE_URL), e.g. postgresql://postgres@127.0.0.1:5432/postgres: "
-        "a database trk_bench_<random> is created there and dropped at the end; empty: an embedded Postgres",
-    )  # fmt: skip
-    services.add_argument(
-        "--embedded", action="store_true", help="use embedded Redis and Postgres even when URLs are given"
-    )
-    services.add_argument(
-        "--no-install", action="store_true", help="fail instead of running apt-get when wrk or nginx is missing"
-    )
-
-    load = parser.add_argument_group("load")
-    load.add_argument("--workers", type=int, default=1, help="edge worker processes")
-    load.add_argument(
-        "--connections", default="4,64", help="comma-separated wrk connection counts; latency targets use 4"
-    )
-    load.add_argument("--duration", type=float, default=10, help="seconds per wrk run")
-    load.add_argument("--warmup", type=float, default=3, help="seconds of wrk warm-up per target before round 1")
-    load.add_argument("--rounds", type=int, default=3, help="rounds over every target; the report shows medians")
-    load.add_argument("--threads", type=int, default=1, help="wrk threads (-t)")
-    load.add_argument("--tokens", type=int, default=1000, help="distinct tokens (one profile each) wrk rotates over")
-    load.add_argument("--messages", type=int, default=10, help="seeded messages (5 links each) the tokens point at")
-    load.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated subset of {', '.join(TARGETS)}")
-
-    pinning = parser.add_argument_group("CPU pinning (taskset)")
-    pinning.add_argument("--server-cpus", default="0", help="CPU list for the server under test (and its workers)")
-    pinning.add_argument("--client-cpus", default="1", help="CPU list for wrk (and an embedded Redis)")
-    pinning.add_argument("--no-pin", action="store_true", help="let the scheduler place every process")
-
-    output = parser.add_argument_group("output")
-    output.add_argument("--json", type=Path, default=REPO / "bench/results/latest.json", help="where to write JSON")
-    output.add_argument(
-        "--profile", type=float, default=0, metavar="SECONDS",
-        help="after the rounds, record the edge worker with py-spy for this long under wrk load on /o and /c "
-        "(64 conns) and print the top frames; raw stacks are kept next to the JSON",
-    )  # fmt: skip
-    output.add_argument("--keep-temp", action="store_true", help="keep the temp folder (server logs, configs)")
-    output.add_argument("--strict", action="store_true", help="exit 1 when any target is missed")
-    return parser
 
 
 class Bench:
@@ -111,6 +56,7 @@ class Bench:
         self.edge_requests = 0
         self.results = _report.Results()
         self.wrk_log = self.temp / "wrk.log"
+        self.launch = Launcher(self.servers, self.temp, self.pinned(args.server_cpus))
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -136,68 +82,6 @@ class Bench:
         self.admin_url = admin_url
         self.database_name, database_url = _services.create_database(admin_url)
         return redis_url, database_url
-
-    def start_edge(self, redis_url: str, database_url: str, signing_keys: str, prefix: str) -> Server:
-        port = _procs.free_port()
-        env = {
-            **os.environ,
-            "REDIS_URL": redis_url,
-            "DATABASE_URL": database_url,
-            "TRACKER_SIGNING_KEYS": signing_keys,
-            "TRACKER_STREAM_PREFIX": prefix,
-            "TRACKER_SPOOL_DIR": str(self.temp / "spool"),
-        }
-        argv = [
-            *self.pinned(self.args.server_cpus), str(VENV_BIN / "edge"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", str(self.args.workers), "--log-level", "warning",
-        ]  # fmt: skip
-        server = self.servers.start("edge", argv, port, env=env, cwd=REPO)
-        _procs.wait_http(server, "/health")
-        return server
-
-    def start_bare(self) -> Server:
-        port = _procs.free_port()
-        argv = [
-            *self.pinned(self.args.server_cpus), str(VENV_BIN / "granian"),
-            "--interface", "asgi", "--loop", "uvloop", "--workers", "1",
-            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "bench.bare_gif:app",
-        ]  # fmt: skip
-        server = self.servers.start("bare", argv, port, cwd=REPO)
-        _procs.wait_http(server, "/")
-        return server
-
-    def start_nginx(self) -> Server:
-        port = _procs.free_port()
-        config = _services.nginx_config(self.temp / "nginx", port)
-        nginx = shutil.which("nginx") or "nginx"
-        test = os.system(f"{nginx} -t -q -c {config} -p {config.parent} 2>{config.parent}/config-test.log")
-        if test != 0:
-            raise RuntimeError(f"nginx rejected {config}: {(config.parent / 'config-test.log').read_text()}")
-        argv = [*self.pinned(self.args.server_cpus), nginx, "-c", str(config), "-p", str(config.parent)]
-        server = self.servers.start("nginx", argv, port)
-        _procs.wait_http(server, "/")
-        return server
-
-    # -- checks ---------------------------------------------------------------------------
-
-    @staticmethod
-    def expect(server: Server, path: str, status: int, location_prefix: str = "") -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            body = response.read()
-        finally:
-            conn.close()
-        problem = ""
-        if response.status != status:
-            problem = f"status {response.status}, expected {status}"
-        elif status == 200 and len(body) != 43:
-            problem = f"a {len(body)}-byte body, expected the 43-byte GIF"
-        elif location_prefix and not (response.getheader("location") or "").startswith(location_prefix):
-            problem = f"location {response.getheader('location')!r}"
-        if problem:
-            raise RuntimeError(f"{server.name}: GET {path[:40]}... answered {problem}; log:\n{server.log_tail()}")
 
     # -- load -----------------------------------------------------------------------------
 
@@ -240,22 +124,22 @@ class Bench:
         self.streams = _services.EventStreams(redis_url, prefix)
         plan: dict[str, tuple[Server, Path]] = {}
         if "nginx" in self.targets:
-            plan["nginx"] = (self.start_nginx(), open_paths)
-            self.expect(plan["nginx"][0], seed.open_paths[0], 200)
+            plan["nginx"] = (self.launch.nginx(), open_paths)
+            expect(plan["nginx"][0], seed.open_paths[0], 200)
         if "bare" in self.targets:
-            plan["bare"] = (self.start_bare(), open_paths)
-            self.expect(plan["bare"][0], seed.open_paths[0], 200)
+            plan["bare"] = (self.launch.bare(), open_paths)
+            expect(plan["bare"][0], seed.open_paths[0], 200)
         if "edge_open" in self.targets or "edge_click" in self.targets:
-            self.edge = self.start_edge(redis_url, database_url, signing_keys, prefix)
-            self.expect(self.edge, seed.open_paths[0], 200)
-            self.expect(self.edge, seed.click_paths[0], 302, "https://example.com/")
+            self.edge = self.launch.edge(args.workers, redis_url, database_url, signing_keys, prefix)
+            expect(self.edge, seed.open_paths[0], 200)
+            expect(self.edge, seed.click_paths[0], 302, "https://example.com/")
             if "edge_open" in self.targets:
                 plan["edge_open"] = (self.edge, open_paths)
             if "edge_click" in self.targets:
                 plan["edge_click"] = (self.edge, click_paths)
                 # Fill the link-table cache (Postgres -> Redis -> process) before anything is measured.
                 for path in seed.click_paths[: args.messages * 5]:
-                    self.expect(self.edge, path, 302, "https://example.com/")
+                    expect(self.edge, path, 302, "https://example.com/")
         up = {server.name: server.port for server, _ in plan.values()}
         print(f"bench: servers up ({', '.join(f'{name} :{port}' for name, port in up.items())}); {self.pin_note}")
 
@@ -284,11 +168,15 @@ class Bench:
         if args.profile > 0 and self.edge is not None:
             from bench import _profile
 
+            edge = self.edge
             for target in ("edge_open", "edge_click"):
                 if target in plan:
+                    paths = plan[target][1]
                     profile[target] = _profile.profile_under_load(
-                        self, self.edge, plan[target][1], args.profile, args.json.parent / f"profile-{target}.txt"
-                    )
+                        edge, args.profile, args.json.parent / f"profile-{target}.txt",
+                        pin=self.pinned(args.client_cpus), load=functools.partial(self.drive, edge, paths, 64),
+                        load_name=paths.name,
+                    )  # fmt: skip
         return self.finish(plan, profile)
 
     def finish(self, plan: dict, profile: dict) -> int:
@@ -324,7 +212,7 @@ class Bench:
 
         payload = {
             "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "machine": self.machine(),
+            "machine": machine(),
             "config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
                        if k not in ("redis_url", "database_url")},
             "pinning": self.pin_note,
@@ -344,29 +232,8 @@ class Bench:
             return 1
         return 0
 
-    def machine(self) -> dict:
-        model = "?"
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        return {
-            "cores": os.cpu_count(),
-            "cpu": model,
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "granian": metadata.version("granian"),
-            "nginx": _services.tool_version(["nginx", "-v"]),
-            "wrk": _services.tool_version(["wrk", "-v"]).split(" Copyright")[0],
-            "load_avg_at_end": os.getloadavg(),
-            "commit": code_version(),
-        }
-
     def header(self) -> list[str]:
-        m = self.machine()
+        m = machine()
         a = self.args
         servers = []
         if "nginx" in self.targets:
@@ -413,26 +280,12 @@ class Bench:
             shutil.rmtree(self.temp, ignore_errors=True)
 
 
-def code_version() -> str:
-    """The commit under test, marked when edge/ or tracker/ has uncommitted changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "edge", "tracker"], cwd=REPO, capture_output=True, text=True
-        )
-    except OSError:
-        return "?"
-    if head.returncode != 0:
-        return "?"
-    return head.stdout.strip() + (" (edge/ or tracker/ modified)" if dirty.stdout.strip() else "")
-
-
 def _terminate(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(__doc__.split("\n\n")[1].replace("\n", " ")).parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     bench = Bench(args)

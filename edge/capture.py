@@ -5,10 +5,16 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from tracker.contract.events import require_event_layout
 from tracker.contract.tokens import CHANNEL_NAMES
 
 if TYPE_CHECKING:
     from edge.state import EdgeState
+
+# The tuple `Capture.__call__` builds: an Event's fields in the contract's order (the tuple is the wire record).
+_BUILDS = ("id", "kind", "channel", "message_id", "profile_id", "ts_us", "link_version", "link_index", "ua_class",
+           "ip_prefix", "data")  # fmt: skip
+require_event_layout(_BUILDS, __name__)
 
 
 class Capture:
@@ -38,7 +44,7 @@ class Capture:
     ) -> None:
         ua_class, ip = self._facts(scope)
         now_us = time.time_ns() // 1000
-        # An Event's fields, in order (see tracker.contract.events.Event).
+        # An Event's fields in `_BUILDS` order, checked against tracker.contract.events at import.
         self._add(
             (self._new_id(now_us // 1000), kind, CHANNEL_NAMES.get(channel, "email"), message_id, profile_id,
              now_us, link_version, link_index, ua_class, ip, data),

@@ -5,7 +5,7 @@ buffer's and caches' counts). Once a second, and before each scrape, this
 module turns their growth into prometheus_client metrics. With several
 workers, `edge serve` sets PROMETHEUS_MULTIPROC_DIR so that every worker
 writes its values to a shared folder and any worker's /metrics sums them all.
-Flushers publish JSON snapshots to Redis (see flusher/metrics.py); the edge
+Flushers publish JSON snapshots to Redis (tracker.contract.snapshots); the edge
 finds them through the consumer groups and renders them too; action hooks
 likewise (edge/metrics_hooks.py).
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -29,6 +28,7 @@ from starlette.responses import Response
 from edge.metrics_hooks import hooks_text
 from edge.prom_text import sample
 from tracker.contract.keys import CONSUMER_GROUP, event_streams, flusher_metrics_key
+from tracker.contract.snapshots import FlusherMetricsSnapshot, decode
 
 log = logging.getLogger("edge.metrics")
 _SYNC_EVERY_S = 1.0
@@ -171,11 +171,7 @@ class EdgeMetrics:
                 raws = await redis.mget(keys) if keys else []
         except (RedisError, OSError, TimeoutError) as exc:
             return f"# flusher metrics unavailable: {type(exc).__name__}\n"
-        snapshots = []
-        for raw in raws:
-            if raw:
-                with contextlib.suppress(ValueError, TypeError):
-                    snapshots.append(json.loads(raw))
+        snapshots = [snapshot for raw in raws if (snapshot := decode(raw, FlusherMetricsSnapshot))]
         return render_flusher_snapshots(snapshots)
 
 
@@ -188,7 +184,7 @@ _FLUSHER_SERIES = (
 )
 
 
-def render_flusher_snapshots(snapshots: list[dict]) -> str:
+def render_flusher_snapshots(snapshots: list[FlusherMetricsSnapshot]) -> str:
     """Prometheus text for flusher snapshots, one `consumer` label each."""
     if not snapshots:
         return ""
@@ -198,15 +194,16 @@ def render_flusher_snapshots(snapshots: list[dict]) -> str:
     for key, name, kind, help_text in series:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         for snap in snapshots:
-            value = float(snap.get(key, 0)) if key != "at" else max(0.0, now - float(snap.get("at", now)))
-            lines.append(sample(name, {"consumer": snap.get("consumer", "")}, value))
+            at = now if snap.at is None else snap.at
+            value = float(getattr(snap, key)) if key != "at" else max(0.0, now - at)
+            lines.append(sample(name, {"consumer": snap.consumer}, value))
     lines += ["# HELP flusher_commit_seconds Latency of one batch's Postgres commit",
               "# TYPE flusher_commit_seconds histogram"]  # fmt: skip
     for snap in snapshots:
-        consumer = {"consumer": snap.get("consumer", "")}
-        histogram = snap.get("commit_seconds") or {}
-        for bound, count in (histogram.get("buckets") or {}).items():
+        consumer = {"consumer": snap.consumer}
+        histogram = snap.commit_seconds
+        for bound, count in histogram.buckets.items():
             lines.append(sample("flusher_commit_seconds_bucket", {**consumer, "le": bound}, count))
-        lines.append(sample("flusher_commit_seconds_sum", consumer, histogram.get("sum", 0)))
-        lines.append(sample("flusher_commit_seconds_count", consumer, histogram.get("count", 0)))
+        lines.append(sample("flusher_commit_seconds_sum", consumer, histogram.sum))
+        lines.append(sample("flusher_commit_seconds_count", consumer, histogram.count))
     return "\n".join(lines) + "\n"

@@ -10,8 +10,6 @@ bounded by one second: a slow Redis costs a comment line, not the scrape.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import time
 from typing import Any
 
@@ -19,7 +17,8 @@ from redis.exceptions import RedisError
 
 from edge.prom_text import sample
 from tracker.contract.keys import committed_streams, forwarder_metrics_key, forwarders_set_key, hook_of_group
-from tracker.ops.stats_format import COUNT_UNREAD_UP_TO as _COUNT_UP_TO
+from tracker.contract.snapshots import COUNT_UNREAD_UP_TO as _COUNT_UP_TO
+from tracker.contract.snapshots import ForwarderMetricsSnapshot, decode
 
 _STATES = ("active", "paused", "failing", "stopped")
 
@@ -69,15 +68,12 @@ async def hooks_text(redis: Any, prefix: str, shards: int) -> str:
             return f"# hooks metrics unavailable: {type(exc).__name__}\n"
         for (hook, _stream, _last), entries in zip(uncounted, counted, strict=True):
             backlog[hook] += len(entries) if isinstance(entries, list) else 0
-    snapshots = []
-    for raw in raws:
-        if raw:
-            with contextlib.suppress(ValueError, TypeError):
-                snapshots.append(json.loads(raw))
+    snapshots = [snapshot for raw in raws if (snapshot := decode(raw, ForwarderMetricsSnapshot))]
     return render_hooks_metrics(backlog, snapshots)
 
 
-def render_hooks_metrics(backlog: dict[str, int], snapshots: list[dict], now: float | None = None) -> str:
+def render_hooks_metrics(backlog: dict[str, int], snapshots: list[ForwarderMetricsSnapshot],
+                         now: float | None = None) -> str:  # fmt: skip
     if not backlog and not snapshots:
         return ""
     now = time.time() if now is None else now
@@ -85,25 +81,24 @@ def render_hooks_metrics(backlog: dict[str, int], snapshots: list[dict], now: fl
              f" (a lower bound after trims: counted up to {_COUNT_UP_TO} per shard where Redis knows no lag)",
              "# TYPE hooks_backlog_entries gauge"]  # fmt: skip
     lines += [sample("hooks_backlog_entries", {"hook": hook}, count) for hook, count in sorted(backlog.items())]
-    per_hook = [(snap.get("consumer", ""), hook, facts) for snap in snapshots
-                for hook, facts in sorted((snap.get("hooks") or {}).items())]  # fmt: skip
+    per_hook = [(snap.consumer, hook, facts) for snap in snapshots for hook, facts in sorted(snap.hooks.items())]
     for key, name, kind, help_text in _COUNTS:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        lines += [sample(name, {"consumer": c, "hook": h}, facts.get(key, 0)) for c, h, facts in per_hook]
+        lines += [sample(name, {"consumer": c, "hook": h}, getattr(facts, key)) for c, h, facts in per_hook]
     lines += ["# HELP hooks_send_seconds Time in acknowledged sends", "# TYPE hooks_send_seconds summary"]
     for consumer, hook, facts in per_hook:
         labels = {"consumer": consumer, "hook": hook}
-        lines.append(sample("hooks_send_seconds_sum", labels, facts.get("send_seconds", 0)))
-        lines.append(sample("hooks_send_seconds_count", labels, facts.get("deliveries", 0)))
+        lines.append(sample("hooks_send_seconds_sum", labels, facts.send_seconds))
+        lines.append(sample("hooks_send_seconds_count", labels, facts.deliveries))
     lines += ["# HELP hooks_state 1 for the hook's state as its worker sees it",
               "# TYPE hooks_state gauge"]  # fmt: skip
     for consumer, hook, facts in per_hook:
         for state in _STATES:
             lines.append(sample("hooks_state", {"consumer": consumer, "hook": hook, "state": state},
-                                 facts.get("state") == state))  # fmt: skip
+                                 facts.state == state))  # fmt: skip
     lines += ["# HELP hooks_snapshot_age_seconds Seconds since the hooks worker published",
               "# TYPE hooks_snapshot_age_seconds gauge"]  # fmt: skip
     for snap in snapshots:
-        age = max(0.0, now - float(snap.get("at", now)))
-        lines.append(sample("hooks_snapshot_age_seconds", {"consumer": snap.get("consumer", "")}, age))
+        age = max(0.0, now - (now if snap.at is None else snap.at))
+        lines.append(sample("hooks_snapshot_age_seconds", {"consumer": snap.consumer}, age))
     return "\n".join(lines) + "\n"

@@ -1,47 +1,21 @@
 """`/s/{code}`: SMS short links. Code -> (message, version, link, profile) -> 302 and `clicked`.
 
-Codes resolve through the three-tier cache (process, Redis, Postgres), then the
-link through the link-table cache; an unknown code gets a 404 page and no event.
+Codes resolve through the three-tier cache (process, Redis, Postgres; edge.short_link_cache),
+then the link through the link-table cache; an unknown code gets a 404 page and no event.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import msgspec
-from redis.asyncio import Redis
 
 from edge import responses
 from edge.capture import Capture
 from edge.tiered_cache import TieredCache
-from tracker.config import Settings
-from tracker.contract.keys import short_link_key
 from tracker.contract.tokens import Channel
-from tracker.domain.short_links import CODE_PATTERN, ShortLink, resolve
+from tracker.domain.short_links import CODE_PATTERN
 
 _SMS = int(Channel.SMS)
 NOT_FOUND = responses.page(404, "Link not found", "This link is not valid or has expired.")
-
-
-def short_link_cache(settings: Settings, redis: Redis, pg_pool: Any, redis_down: Callable[[], bool]) -> TieredCache:
-    async def from_postgres(code: str) -> ShortLink | None:
-        async with pg_pool.acquire() as conn:
-            return await resolve(conn, code)
-
-    return TieredCache(
-        "short-link",
-        settings.edge.short_link_cache_size,
-        settings.edge.link_cache_negative_ttl_s,
-        redis,
-        settings.edge.link_cache_redis_ttl_s,
-        lambda code: short_link_key(settings.stream_prefix, code),
-        msgspec.msgpack.Decoder(ShortLink).decode,
-        msgspec.msgpack.Encoder().encode,
-        from_postgres,
-        lambda link: link,
-        redis_down,
-    )
 
 
 class ShortLinks:

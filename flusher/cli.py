@@ -7,14 +7,12 @@ import asyncio
 import logging
 import os
 import signal
-import socket
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
 
 from tracker.config import SHARED, Settings, SettingsError, settings_help
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from tracker.contract.exits import EXIT_OK, EXIT_USAGE
 
 _DESCRIPTION = """\
 Read events from the Redis stream shards as a consumer of the group, store them
@@ -110,24 +108,27 @@ async def migrate(settings: Settings) -> int:
 async def serve(settings: Settings, burst: bool) -> int:
     from flusher.worker import Flusher
     from tracker.contract.schema import migrate as apply
-    from tracker.streams.retry import POSTGRES_TRANSIENT, Backoff
+    from tracker.streams.retry import POSTGRES_TRANSIENT, Retry, Stopping
 
-    log = logging.getLogger("flusher")
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
     if settings.flusher.migrate:
-        backoff = Backoff(settings.flusher.retry_min_s, settings.flusher.retry_max_s)
-        while not stopping.is_set():
-            try:
-                await apply(settings.database_url)
-                break
-            except POSTGRES_TRANSIENT as exc:
-                failure = exc
-            delay = backoff.next_delay()
-            log.warning("Postgres: migrations failed: %r; try %d in %.2fs", failure, backoff.attempt + 1, delay)
-            await _sleep_unless(stopping, delay)
+        # A signal cuts the pause short and ends the tries: there is no batch in hand to finish.
+        retry = Retry(settings.flusher.retry_min_s, settings.flusher.retry_max_s, log=logging.getLogger("flusher"),
+                      closing=lambda: 0.0 if stopping.is_set() else None,
+                      sleep=lambda seconds: _sleep_unless(stopping, seconds))  # fmt: skip
+
+        async def migrate_unless_stopping() -> None:
+            if stopping.is_set():
+                raise Stopping("migrations")
+            await apply(settings.database_url)
+
+        try:
+            await retry.run("Postgres: migrations", migrate_unless_stopping, POSTGRES_TRANSIENT)
+        except Stopping:
+            pass
         if stopping.is_set():
             return EXIT_OK
     flusher = Flusher(settings, burst=burst)
@@ -139,29 +140,12 @@ async def serve(settings: Settings, burst: bool) -> int:
 
 async def check(settings: Settings) -> int:
     from tracker.contract.keys import flusher_heartbeat_key
+    from tracker.streams.heartbeat import check_heartbeat
 
     def key(consumer: str) -> str:
         return flusher_heartbeat_key(settings.stream_prefix, consumer)
 
     return await check_heartbeat(settings.redis_url, key, settings.flusher.consumer, "flusher")
-
-
-async def check_heartbeat(redis_url: str, key: Callable[[str], str], consumer: str, program: str) -> int:
-    """EXIT_OK if the consumer's heartbeat key is live (any consumer on this host when no name is given)."""
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        if consumer:
-            alive = await client.exists(key(consumer))
-        else:
-            alive = any([k async for k in client.scan_iter(match=key(f"{socket.gethostname()}-*"), count=1000)])
-    except Exception as exc:
-        print(f"{program}: no heartbeat: Redis unreachable ({exc!r})", file=sys.stderr)
-        return EXIT_FAILED
-    finally:
-        await client.aclose()
-    return EXIT_OK if alive else EXIT_FAILED
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:

@@ -11,7 +11,6 @@ Without hooks it costs one GET every TRACKER_HOOKS_CHECK_INTERVAL_S.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -25,6 +24,8 @@ _encode = msgspec.msgpack.Encoder().encode
 
 
 class CommittedFeed:
+    """Owned by the flusher (one per process); `forward(batch)` after each commit."""
+
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.count_key = hooks_count_key(settings.stream_prefix)
@@ -38,14 +39,6 @@ class CommittedFeed:
         self._hooks_exist = False
         self._checked_at = -1e18
         self.forwarded = 0
-
-    @classmethod
-    def attached_to(cls, flusher: Any) -> CommittedFeed:
-        """The feed of this flusher, made on first use (keeps the flusher's own code untouched)."""
-        feed = flusher.__dict__.get("_hooks_feed")
-        if feed is None:
-            feed = flusher.__dict__["_hooks_feed"] = cls(flusher.redis, flusher.settings)
-        return feed
 
     async def hooks_exist(self) -> bool:
         now = time.monotonic()
@@ -65,7 +58,7 @@ class CommittedFeed:
         step = self.entry_max
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream, events in by_stream.items():
-                target = self.target.get(stream) or stream.replace(":events:", ":committed:", 1)
+                target = self.target[stream]  # a batch holds entries of the flusher's own event streams only
                 for start in range(0, len(events), step):
                     pipe.xadd(target, {ENTRY_FIELD: _encode(events[start : start + step])})
             await pipe.execute()

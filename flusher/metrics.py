@@ -3,7 +3,8 @@
 The worker counts into `FlusherMetrics` (plain integers, no I/O on its path);
 `MetricsPublisher` writes a snapshot every few seconds and once more at exit to
 `flusher_metrics_key(prefix, consumer)`, with a TTL of three intervals so a
-dead flusher's numbers disappear on their own. The snapshot:
+dead flusher's numbers disappear on their own. The snapshot is a
+tracker.contract.snapshots.FlusherMetricsSnapshot:
 
     {"consumer": str, "batches": int, "rows_written": int, "duplicates": int, "dead_lettered": int,
      "lag_s": float, "commit_seconds": {"buckets": {"0.005": int, ..., "+Inf": int}, "sum": float, "count": int},
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import json
 import logging
 import time
 from typing import Any
@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tracker.contract.keys import CONSUMER_GROUP, flusher_metrics_key
+from tracker.contract.snapshots import CommitSeconds, FlusherMetricsSnapshot, encode
 
 log = logging.getLogger("flusher.metrics")
 
@@ -63,21 +64,21 @@ class FlusherMetrics:
         self.duplicates += duplicates
         self.dead_lettered += dead_lettered
 
-    def snapshot(self, at: float | None = None) -> dict[str, Any]:
+    def snapshot(self, at: float | None = None) -> FlusherMetricsSnapshot:
         cumulative, running = {}, 0
         for label, hits in zip(BUCKET_LABELS, self._bucket_hits, strict=True):
             running += hits
             cumulative[label] = running
-        return {
-            "consumer": self.consumer,
-            "batches": self.batches,
-            "rows_written": self.rows_written,
-            "duplicates": self.duplicates,
-            "dead_lettered": self.dead_lettered,
-            "lag_s": round(self.lag_s, 3),
-            "commit_seconds": {"buckets": cumulative, "sum": self.commit_sum, "count": self.commit_count},
-            "at": time.time() if at is None else at,
-        }
+        return FlusherMetricsSnapshot(
+            consumer=self.consumer,
+            batches=self.batches,
+            rows_written=self.rows_written,
+            duplicates=self.duplicates,
+            dead_lettered=self.dead_lettered,
+            lag_s=round(self.lag_s, 3),
+            commit_seconds=CommitSeconds(buckets=cumulative, sum=self.commit_sum, count=self.commit_count),
+            at=time.time() if at is None else at,
+        )
 
 
 async def group_lag_s(redis: Redis, streams: list[str]) -> float:
@@ -156,7 +157,7 @@ class MetricsPublisher:
         """Measure the lag and write one snapshot; False (and maybe a log line) when Redis failed."""
         try:
             self.metrics.lag_s = await group_lag_s(self.redis, self.streams)
-            snapshot = json.dumps(self.metrics.snapshot())
+            snapshot = encode(self.metrics.snapshot())
             await self.redis.set(self.key, snapshot, px=self.ttl_ms)
             return True
         except (RedisError, OSError) as exc:

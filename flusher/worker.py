@@ -20,36 +20,29 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
 import asyncpg
 from redis.exceptions import ResponseError
 
 from flusher.batch import Batch
+from flusher.committed import CommittedFeed
 from flusher.metrics import FlusherMetrics, MetricsPublisher
 from flusher.sink import PostgresSink, Stored
-from flusher.streams import EventStreams, open_redis
+from flusher.streams import DeadLetters, event_consumer, open_flusher_redis
 from tracker.config import Settings
-from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Backoff
+from tracker.contract.keys import flusher_heartbeat_key
+from tracker.contract.snapshots import FlusherHeartbeatFacts
+from tracker.streams.consumer import as_text
+from tracker.streams.heartbeat import Heartbeat, default_consumer_name
+from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Retry, Stopping
 
 log = logging.getLogger("flusher")
-T = TypeVar("T")
 _POLL_MS = 500  # longest blocking read, so that close() is noticed promptly
 _READ_MAX_ENTRIES = 1000
 _MAINTENANCE_RETRIED = tuple(e for e in POSTGRES_TRANSIENT if e is not asyncpg.LockNotAvailableError)
 _MAINTENANCE_POSTPONE_S = 60
 _STATS = ("batches", "entries", "events", "stored", "duplicates", "dead_lettered", "trimmed")
-
-
-def default_consumer_name() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class Stopping(Exception):
-    """The shutdown grace ran out while an operation was still failing."""
 
 
 class Flusher:
@@ -58,8 +51,10 @@ class Flusher:
         self.settings = settings
         self.burst = burst
         self.consumer = settings.flusher.consumer or default_consumer_name()
-        self.redis = open_redis(settings)
-        self.streams = EventStreams(self.redis, settings, self.consumer)
+        self.redis = open_flusher_redis(settings)
+        self.streams = event_consumer(self.redis, settings, self.consumer)
+        self.dead_letters = DeadLetters(settings, self.consumer)
+        self.committed = CommittedFeed(self.redis, settings)  # the action hooks' copy of what was committed
         # Several connections, each writing its own batch: Postgres works on one while
         # the other waits for a commit or on a shared row, and the loop decodes the next.
         self.sinks = [PostgresSink(settings) for _ in range(settings.flusher.pg_connections)]
@@ -72,6 +67,12 @@ class Flusher:
         self.metrics_publisher = MetricsPublisher(
             self.redis, settings.stream_prefix, self.streams.streams, self.metrics
         )
+        self.heartbeat = Heartbeat(self.redis, flusher_heartbeat_key(settings.stream_prefix, self.consumer),
+                                   settings.flusher.heartbeat_ttl_s, self._heartbeat_facts, log=log)  # fmt: skip
+        # Redis or Postgres failures are waited out; once closing, only within the shutdown grace.
+        self.retry = Retry(settings.flusher.retry_min_s, settings.flusher.retry_max_s, log=log,
+                           closing=self._closed_for, grace_s=settings.flusher.shutdown_grace_s,
+                           regroup=self.streams.ensure_groups)  # fmt: skip
 
     def close(self) -> None:
         """Ask the worker to stop (safe from a signal handler); `run()` returns when it has."""
@@ -83,12 +84,12 @@ class Flusher:
     async def run(self) -> None:
         log.info("flusher %s starting on %d streams%s", self.consumer, len(self.streams.streams),
                  " (burst)" if self.burst else "")  # fmt: skip
-        heartbeat = asyncio.create_task(self._heartbeat_loop())
+        heartbeat = asyncio.create_task(self.heartbeat.run())
         publisher = asyncio.create_task(self.metrics_publisher.run())
         try:
-            await self._retry("Redis: create consumer groups", self.streams.ensure_groups, REDIS_TRANSIENT)
-            await self._retry("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
-                              on_failure=self.sink.drop_connection)  # fmt: skip
+            await self.retry.run("Redis: create consumer groups", self.streams.ensure_groups, REDIS_TRANSIENT)
+            await self.retry.run("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
+                                 on_failure=self.sink.drop_connection)  # fmt: skip
             reader = asyncio.create_task(self._read_loop())
             try:
                 await self._write_loop(reader)
@@ -104,8 +105,7 @@ class Flusher:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            with contextlib.suppress(*REDIS_TRANSIENT):
-                await self.streams.forget_heartbeat()
+            await self.heartbeat.forget()
             # The final numbers, kept for the TTL; bounded so a vanished Redis cannot hold up the exit.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.metrics_publisher.publish(), 2.0)
@@ -132,7 +132,7 @@ class Flusher:
                 room = max(1, min(_READ_MAX_ENTRIES, (max_events - len(batch)) // (per_entry * shards)))
                 quiet = False  # a read came back empty: nothing more to wait for in this batch
                 if time.monotonic() >= next_claim and self.streams.own_pending_done:
-                    found = await self._retry("Redis: reclaim idle entries", lambda r=room: self.streams.reclaim(r))
+                    found = await self.retry.run("Redis: reclaim idle entries", lambda r=room: self.streams.reclaim(r))
                     # A dead consumer's backlog is taken over page after page, then checked again later.
                     next_claim = time.monotonic() + (0 if found else claim_every)
                     claimed = sum(len(entries) for _, entries in found)
@@ -143,7 +143,7 @@ class Flusher:
                     reading_new = self.streams.own_pending_done
                     block = None if self.burst else (
                         max(1, int(max_age_ms - batch.age * 1000)) if len(batch) else _POLL_MS)
-                    found = await self._retry("Redis: read", lambda r=room, b=block: self.streams.read(r, b))
+                    found = await self.retry.run("Redis: read", lambda r=room, b=block: self.streams.read(r, b))
                     quiet = reading_new and not found
                 for stream, entries in found:
                     batch.add(stream, entries)
@@ -176,8 +176,8 @@ class Flusher:
                     # On a connection no batch is using: asyncpg runs one operation at a time.
                     spare = await idle.get()
                     try:
-                        await self._retry("Postgres: maintenance", spare.maintain, _MAINTENANCE_RETRIED,
-                                          on_failure=spare.drop_connection)  # fmt: skip
+                        await self.retry.run("Postgres: maintenance", spare.maintain, _MAINTENANCE_RETRIED,
+                                             on_failure=spare.drop_connection)  # fmt: skip
                     except asyncpg.LockNotAvailableError:
                         # Partitions are made days ahead: better later than stalling every insert now.
                         log.warning("maintenance postponed %ds: a long transaction holds the events table",
@@ -226,16 +226,13 @@ class Flusher:
             self.metrics.observe_commit(time.perf_counter() - started)
             return stored
 
-        stored = await self._retry(f"Postgres: store a batch of {len(batch)}", store,
-                                   POSTGRES_TRANSIENT, on_failure=sink.drop_connection)  # fmt: skip
+        stored = await self.retry.run(f"Postgres: store a batch of {len(batch)}", store,
+                                      POSTGRES_TRANSIENT, on_failure=sink.drop_connection)  # fmt: skip
         # Action hooks see committed events only: copied to the committed streams before the XACK.
-        from flusher.committed import CommittedFeed
-
-        feed = CommittedFeed.attached_to(self)
-        await self._retry("Redis: forward to hooks", lambda: feed.forward(batch))
-        await self._retry("Redis: acknowledge", lambda: self.streams.acknowledge(batch.acks, batch.faults))
+        await self.retry.run("Redis: forward to hooks", lambda: self.committed.forward(batch))
+        await self.retry.run("Redis: acknowledge", lambda: self._acknowledge(batch))
         for fault in batch.faults:
-            log.warning("dead-lettered %s %s: %s", fault.stream, _text(fault.entry_id), fault.reason)
+            log.warning("dead-lettered %s %s: %s", fault.stream, as_text(fault.entry_id), fault.reason)
         stats = self.stats
         stats["batches"] += 1
         stats["entries"] += batch.entries
@@ -250,50 +247,15 @@ class Flusher:
             # Trimming is caught up by the next batch; not worth holding the loop for.
             log.warning("trimming failed (%r); the next batch trims again", exc)
 
+    async def _acknowledge(self, batch: Batch) -> None:
+        """Dead-letter the faults and acknowledge every entry, in one MULTI/EXEC."""
+        await self.streams.acknowledge(batch.acks, transaction=True,
+                                       before=lambda pipe: self.dead_letters.add(pipe, batch.faults))  # fmt: skip
+
     # -- support -------------------------------------------------------------------------
 
-    async def _retry(
-        self,
-        what: str,
-        operation: Callable[[], Awaitable[T]],
-        transient: tuple[type[BaseException], ...] = REDIS_TRANSIENT,
-        on_failure: Callable[[], None] | None = None,
-    ) -> T:
-        backoff = Backoff(self.settings.flusher.retry_min_s, self.settings.flusher.retry_max_s)
-        while True:
-            try:
-                return await operation()
-            except transient as exc:
-                failure = exc
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                # Redis lost the groups (restarted without persistence): make them again.
-                failure = exc
-                with contextlib.suppress(*REDIS_TRANSIENT, ResponseError):
-                    await self.streams.ensure_groups()
-            if on_failure is not None:
-                on_failure()
-            delay = backoff.next_delay()
-            if self._closing.is_set():
-                left = self.settings.flusher.shutdown_grace_s - (time.monotonic() - self._closing_at)
-                if left <= 0:
-                    log.error("%s failed (%r) and the shutdown grace is over: leaving it pending", what, failure)
-                    raise Stopping(what)
-                delay = min(delay, left)
-            log.warning("%s failed: %r; try %d in %.2fs", what, failure, backoff.attempt + 1, delay)
-            await asyncio.sleep(delay)
+    def _closed_for(self) -> float | None:
+        return time.monotonic() - self._closing_at if self._closing.is_set() else None
 
-    async def _heartbeat_loop(self) -> None:
-        every = self.settings.flusher.heartbeat_ttl_s / 3
-        while True:
-            facts = {"consumer": self.consumer, "pid": os.getpid(), "at": time.time(), **self.stats}
-            try:
-                await self.streams.heartbeat(facts)
-            except REDIS_TRANSIENT as exc:
-                log.debug("heartbeat failed: %r", exc)
-            await asyncio.sleep(every)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    def _heartbeat_facts(self) -> FlusherHeartbeatFacts:
+        return FlusherHeartbeatFacts(consumer=self.consumer, pid=os.getpid(), at=time.time(), **self.stats)

@@ -10,8 +10,7 @@ import signal
 import sys
 
 from tracker.config import SHARED, Settings, SettingsError, settings_help
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 _DESCRIPTION = """\
 Read the committed streams (the flusher copies every batch there after its
@@ -102,8 +101,8 @@ async def test(settings: Settings, hook_id: int) -> int:
 
 
 async def check(settings: Settings) -> int:
-    from flusher.cli import check_heartbeat
     from tracker.contract.keys import forwarder_heartbeat_key
+    from tracker.streams.heartbeat import check_heartbeat
 
     def key(consumer: str) -> str:
         return forwarder_heartbeat_key(settings.stream_prefix, consumer)

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from tracker.config import Settings
 from tracker.domain.hook_replays import JobLost, ReplayRun, claim_replay, fail_replay, note_error
-from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT
+from tracker.streams.retry import ANY_TRANSIENT, POSTGRES_TRANSIENT
 
 log = logging.getLogger("hooks")
 POLL_S = 1.0
@@ -49,7 +49,7 @@ class Replays:
         while not closing.is_set():
             try:
                 await self.run_open_jobs(closing.is_set)
-            except (*POSTGRES_TRANSIENT, *REDIS_TRANSIENT) as exc:
+            except ANY_TRANSIENT as exc:
                 log.warning("replay jobs: %r; trying again in %.0fs", exc, POLL_S)
             except Exception:  # e.g. the schema is not migrated yet: keep polling, loudly
                 log.exception("replay jobs: unexpected failure; trying again in %.0fs", POLL_S)
@@ -72,7 +72,7 @@ class Replays:
                     log.info("replay %d to hook %d: no longer ours (taken over, or the hook deleted)", replay_id,
                              hook_id)  # fmt: skip
                     return False
-                except (*POSTGRES_TRANSIENT, *REDIS_TRANSIENT) as exc:
+                except ANY_TRANSIENT as exc:
                     log.warning("replay %d to hook %d: %r; it resumes from its place later", replay_id, hook_id, exc)
                     with contextlib.suppress(*POSTGRES_TRANSIENT):
                         await note_error(write, replay_id, self.consumer, job["attempts"], f"{exc!r}")

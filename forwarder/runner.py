@@ -12,6 +12,10 @@ TRACKER_HOOKS_PAUSE_AFTER_FAILURES failures in a row the hook is set to
 has failed 3 times and holds events committed longer ago than
 TRACKER_HOOKS_DEAD_LETTER_AFTER_S goes to the hook's dead-letter stream with
 the last error, and the hook moves on.
+
+Reading is tracker.streams.consumer's (the same reader as the flusher's);
+failures of Redis and Postgres, which are ours and not the destination's, are
+waited out with tracker.streams.retry and never counted against the hook.
 """
 
 from __future__ import annotations
@@ -24,14 +28,12 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from flusher.streams import _TRIM_SCRIPT
 from forwarder import registry
 from forwarder.delivery import Delivery, DeliveryFailed, Destination
 from forwarder.destinations import open_destination
@@ -46,16 +48,14 @@ from tracker.contract.keys import (
     hook_replay_stream,
 )
 from tracker.domain.hook_definitions import compile_filter, create_groups
-from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT
+from tracker.streams.consumer import Found, GroupConsumer, as_text, field_value
+from tracker.streams.retry import ANY_TRANSIENT, REDIS_TRANSIENT, Retry, Stopping
 
 log = logging.getLogger("hooks")
-T = TypeVar("T")
 _POLL_MS = 500
+_READ_RETRY_S = 1.0
 DEAD_LETTER_MIN_TRIES = 3
-
-
-class Stopped(Exception):
-    """The hook was paused, deleted or the worker is closing: leave what is in hand pending."""
+# Stopping, in this module: the hook was paused or deleted, or the worker is closing; what is in hand stays pending.
 
 
 @dataclass
@@ -69,10 +69,14 @@ class Outcome:
     send_seconds: float = 0.0  # time in acknowledged sends
 
 
+def delivery_retry(settings: Settings) -> Retry:
+    """Pauses between tries of a failing destination: doubling from the minimum to the maximum, with jitter."""
+    return Retry(settings.forwarder.retry_min_s, settings.forwarder.retry_max_s, jitter=True, log=log)
+
+
 def retry_delay(settings: Settings, failures: int, rng: Callable[[], float] = random.random) -> float:
     """Pause after the n-th failure in a row: min * 2**(n-1), capped at max, then 50-100% of it (jitter)."""
-    base = min(settings.forwarder.retry_max_s, settings.forwarder.retry_min_s * 2 ** max(0, failures - 1))
-    return base * (0.5 + 0.5 * rng())
+    return delivery_retry(settings).delay(failures, rng)
 
 
 class HookRunner:
@@ -85,19 +89,26 @@ class HookRunner:
         self.consumer = consumer
         self.burst = burst
         self.group = hook_group(definition.id)
-        prefix = settings.stream_prefix
-        self.streams = [*committed_streams(prefix, settings.stream_shards), hook_replay_stream(prefix, definition.id)]
+        prefix, forwarder = settings.stream_prefix, settings.forwarder
+        streams = [*committed_streams(prefix, settings.stream_shards), hook_replay_stream(prefix, definition.id)]
+        self.reader = GroupConsumer(redis, streams, self.group, consumer, claim_idle_ms=forwarder.claim_idle_ms)
+        self.streams = self.reader.streams
         self.dead_letter = hook_dead_letter_stream(prefix, definition.id)
         self.destination: Destination = open_destination(definition.destination)
         self.matches = compile_filter(definition.filter)
         self.failures = 0
         self.wake = asyncio.Event()  # state changed or closing: stop waiting
         self.closing = False
-        self._pending_from: dict[str, str | None] = dict.fromkeys(self.streams, "0")
-        self._claim_from: dict[str, str] = dict.fromkeys(self.streams, "0-0")
-        self._next_claim = 0.0 if burst else time.monotonic() + settings.forwarder.claim_idle_ms / 1000
-        self._trim = redis.register_script(_TRIM_SCRIPT)
+        self._next_claim = 0.0 if burst else time.monotonic() + forwarder.claim_idle_ms / 1000
         self.outcome = Outcome()
+        hook = f"hook {definition.id}: "
+        # Redis and Postgres are ours, not the destination's: their failures are waited out, never counted.
+        self.retry = Retry(forwarder.retry_min_s, forwarder.retry_max_s, log=log, prefix=hook,
+                           closing=lambda: 0.0 if self.closing else None, sleep=self._wait)  # fmt: skip
+        # A failed read is tried again a second later (or when woken), making the groups again if Redis lost them.
+        self.read_retry = Retry(_READ_RETRY_S, _READ_RETRY_S, log=log, prefix=hook, regroup=self._create_groups,
+                                sleep=self._wait)  # fmt: skip
+        self.delivery_retry = delivery_retry(settings)
 
     @property
     def hook_id(self) -> int:
@@ -116,21 +127,17 @@ class HookRunner:
 
     async def run(self) -> None:
         try:
-            await create_groups(self.redis, self.settings.stream_prefix, self.settings.stream_shards, self.hook_id)
+            await self._create_groups()
             while not self.closing:
                 if self.definition.state != "active":
                     if self.burst:
                         return
                     await self._wait(3600)
                     continue
-                reading_new = self._own_pending_done
+                reading_new = self.reader.own_pending_done
                 try:
-                    found = await self._read()
-                except (*REDIS_TRANSIENT, ResponseError) as exc:
-                    log.warning("hook %d: reading failed: %r", self.hook_id, exc)
-                    if "NOGROUP" in str(exc):
-                        await self._recreate_groups()
-                    await self._wait(1.0)
+                    found = await self.read_retry.run("Redis: read", self._read, (*REDIS_TRANSIENT, ResponseError))
+                except Stopping:
                     continue
                 if not found:
                     if self.burst and reading_new:
@@ -138,79 +145,60 @@ class HookRunner:
                     continue
                 try:
                     await self._handle(found)
-                except Stopped:
-                    self._pending_from = dict.fromkeys(self.streams, "0")  # re-read them when going on
+                except Stopping:
+                    self.reader.reread_own_pending()  # re-read them when going on
         finally:
             await self.destination.close()
 
     # -- reading -------------------------------------------------------------------------
 
-    @property
-    def _own_pending_done(self) -> bool:
-        return all(cursor is None for cursor in self._pending_from.values())
-
-    async def _read(self) -> list[tuple[str, list]]:
+    async def _read(self) -> Found:
+        if self.closing or self.definition.state != "active":
+            raise Stopping("read")
         count = self.settings.forwarder.read_entries
-        if not self._own_pending_done:
-            streams = [s for s, cursor in self._pending_from.items() if cursor is not None]
-            reply = await self.redis.xreadgroup(self.group, self.consumer, {s: self._pending_from[s] for s in streams},
-                                                count=count)  # fmt: skip
-            got = {_text(name): entries for name, entries in reply or ()}
-            for stream in streams:
-                entries = got.get(stream)
-                self._pending_from[stream] = _text(entries[-1][0]) if entries else None
-            return [(name, entries) for name, entries in got.items() if entries]
+        if not self.reader.own_pending_done:
+            return await self.reader.read(count)
         if time.monotonic() >= self._next_claim:
-            claimed = await self._reclaim(count)
+            claimed = await self.reader.reclaim(count)
             self._next_claim = time.monotonic() + (0 if claimed else self.settings.forwarder.claim_idle_ms / 1000)
             if claimed:
                 return claimed
-        block = None if self.burst else _POLL_MS
-        reply = await self.redis.xreadgroup(self.group, self.consumer, dict.fromkeys(self.streams, ">"),
-                                            count=count, block=block)  # fmt: skip
-        return [(_text(name), entries) for name, entries in reply or () if entries]
+        return await self.reader.read(count, None if self.burst else _POLL_MS)
 
-    async def _reclaim(self, count: int) -> list[tuple[str, list]]:
-        found = []
-        for stream in self.streams:
-            cursor, entries, *_ = await self.redis.xautoclaim(
-                stream, self.group, self.consumer, self.settings.forwarder.claim_idle_ms, self._claim_from[stream],
-                count=count,
-            )  # fmt: skip
-            self._claim_from[stream] = _text(cursor)
-            if entries:
-                found.append((stream, entries))
-        return found
-
-    async def _recreate_groups(self) -> None:
-        with contextlib.suppress(*REDIS_TRANSIENT, ResponseError):
-            await create_groups(self.redis, self.settings.stream_prefix, self.settings.stream_shards, self.hook_id)
+    async def _create_groups(self) -> None:
+        await create_groups(self.redis, self.settings.stream_prefix, self.settings.stream_shards, self.hook_id)
 
     # -- one read: select, deliver, acknowledge -----------------------------------------------
 
-    async def _handle(self, found: list[tuple[str, list]]) -> None:
+    async def _handle(self, found: Found) -> None:
         events: list[Event] = []
         oldest_ms = None
         acks: dict[str, list] = {}
         for stream, entries in found:
             for entry_id, fields in entries:
                 acks.setdefault(stream, []).append(entry_id)
-                if not fields or ENTRY_FIELD not in fields:
+                payload = field_value(fields, ENTRY_FIELD)
+                if payload is None:
                     continue  # deleted meanwhile, or not ours: nothing to send
                 try:
-                    events.extend(decode_batch(fields[ENTRY_FIELD]))
+                    events.extend(decode_batch(payload))
                 except Exception as exc:  # written by the flusher, so not expected: log and skip it
                     log.error("hook %d: undecodable entry %s %s: %r", self.hook_id, stream, entry_id, exc)
                     continue
-                entry_ms = int(_text(entry_id).split("-", 1)[0])
+                entry_ms = int(as_text(entry_id).split("-", 1)[0])
                 oldest_ms = entry_ms if oldest_ms is None else min(oldest_ms, entry_ms)
-        selected = await self._transient("Postgres: filter lookups", lambda: self._select(events))
+        selected = await self.retry.run("Postgres: filter lookups", lambda: self._select(events), ANY_TRANSIENT)
         size = self.definition.destination.max_events
         tag = hashlib.blake2b(repr(sorted(acks.items())).encode(), digest_size=8).hexdigest()
         for number, start in enumerate(range(0, len(selected), size)):
             delivery = Delivery(self.hook_id, f"{self.hook_id}-{tag}-{number}", selected[start : start + size])
             await self._deliver(delivery, oldest_ms or 0)
-        await self._transient("Redis: acknowledge", lambda: self._acknowledge(acks))
+        await self.retry.run("Redis: acknowledge", lambda: self.reader.acknowledge(acks), ANY_TRANSIENT)
+        for stream in acks:
+            try:
+                await self.reader.trim([stream])
+            except (*REDIS_TRANSIENT, ResponseError) as exc:
+                log.warning("hook %d: trimming %s failed (%r); the next read trims again", self.hook_id, stream, exc)
 
     async def _select(self, events: list[Event]) -> list[Event]:
         spec = self.definition.filter
@@ -222,22 +210,11 @@ class HookRunner:
             chosen = [event for event in chosen if event.profile_id in matching]
         return chosen
 
-    async def _acknowledge(self, acks: dict[str, list]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, ids in acks.items():
-                pipe.xack(stream, self.group, *ids)
-            await pipe.execute()
-        for stream in acks:
-            try:
-                await self._trim(keys=[stream])
-            except (*REDIS_TRANSIENT, ResponseError) as exc:
-                log.warning("hook %d: trimming %s failed (%r); the next read trims again", self.hook_id, stream, exc)
-
     async def _deliver(self, delivery: Delivery, oldest_ms: int) -> None:
         tries = 0
         while True:
             if self.closing or self.definition.state != "active":
-                raise Stopped()
+                raise Stopping("deliver")
             started = time.perf_counter()
             try:
                 await self.destination.send(delivery)
@@ -251,9 +228,8 @@ class HookRunner:
                 self.outcome.delivered += len(delivery.events)
                 self.outcome.deliveries += 1
                 self.outcome.send_seconds += time.perf_counter() - started
-                await self._transient("Postgres: record success",
-                                      lambda: registry.record_success(self.lookups.pool, self.hook_id,
-                                                                      len(delivery.events)))  # fmt: skip
+                await self.retry.run("Postgres: record success", lambda: registry.record_success(
+                    self.lookups.pool, self.hook_id, len(delivery.events)), ANY_TRANSIENT)  # fmt: skip
                 return
             tries += 1
             self.failures += 1
@@ -266,13 +242,13 @@ class HookRunner:
             pause = bool(limit) and self.failures >= limit
             record = functools.partial(registry.record_failure, self.lookups.pool, self.hook_id, error,
                                        self.failures, pause)  # fmt: skip
-            state = await self._transient("Postgres: record failure", record)
+            state = await self.retry.run("Postgres: record failure", record, ANY_TRANSIENT)
             if pause:
                 log.error("hook %d (%s): %d failures in a row, now %s (backlog kept): %s",
                           self.hook_id, self.definition.name, self.failures, state, error)  # fmt: skip
                 self.definition = dataclasses.replace(self.definition, state=state)
-                raise Stopped()
-            delay = retry_delay(self.settings, self.failures)
+                raise Stopping("paused")
+            delay = self.delivery_retry.delay(self.failures)
             left = f"{limit - self.failures} before it is paused" if limit else "no limit"
             log.warning("hook %d: delivery %s failed: %s; try %d in %.2fs (%s)",
                         self.hook_id, delivery.batch_id, error, tries + 1, delay, left)  # fmt: skip
@@ -283,29 +259,15 @@ class HookRunner:
         fields = {"e": payload, "error": error[:2000], "attempts": tries, "batch_id": delivery.batch_id,
                   "at": str(time.time())}  # fmt: skip
         max_len = self.settings.forwarder.dead_letter_max_len
-        await self._transient("Redis: dead-letter", lambda: self.redis.xadd(
-            self.dead_letter, fields, maxlen=max_len, approximate=True))  # fmt: skip
-        await self._transient("Postgres: record dead letter",
-                              lambda: registry.record_dead_letter(self.lookups.pool, self.hook_id,
-                                                                  len(delivery.events)))  # fmt: skip
+        await self.retry.run("Redis: dead-letter", lambda: self.redis.xadd(
+            self.dead_letter, fields, maxlen=max_len, approximate=True), ANY_TRANSIENT)  # fmt: skip
+        await self.retry.run("Postgres: record dead letter", lambda: registry.record_dead_letter(
+            self.lookups.pool, self.hook_id, len(delivery.events)), ANY_TRANSIENT)  # fmt: skip
         self.outcome.dead_lettered += len(delivery.events)
         log.error("hook %d: %d events dead-lettered after %d tries: %s",
                   self.hook_id, len(delivery.events), tries, error)  # fmt: skip
 
     # -- support -------------------------------------------------------------------------
-
-    async def _transient(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Redis and Postgres are ours, not the destination's: their failures are waited out, never counted."""
-        delay = self.settings.forwarder.retry_min_s
-        while True:
-            try:
-                return await operation()
-            except (*REDIS_TRANSIENT, *POSTGRES_TRANSIENT) as exc:
-                if self.closing:
-                    raise Stopped() from exc
-                log.warning("hook %d: %s failed: %r; again in %.2fs", self.hook_id, what, exc, delay)
-            await self._wait(delay)
-            delay = min(delay * 2, self.settings.forwarder.retry_max_s)
 
     async def _wait(self, seconds: float) -> None:
         self.wake.clear()
@@ -314,6 +276,3 @@ class HookRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), seconds)
 
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -14,19 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable
 
 import asyncpg
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
-from flusher.worker import default_consumer_name
 from forwarder.delivery import Delivery, DeliveryFailed
 from forwarder.destinations import open_destination
 from forwarder.registry import HookDefinition, Lookups, load_hook, load_hooks
@@ -42,11 +38,13 @@ from tracker.contract.keys import (
     hooks_count_key,
     hooks_version_key,
 )
+from tracker.contract.snapshots import ForwarderHeartbeatFacts, ForwarderMetricsSnapshot, HookMetrics, encode
 from tracker.domain.hook_definitions import TestReply, TestRequest, sample_event
-from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT
+from tracker.streams.consumer import open_redis
+from tracker.streams.heartbeat import Heartbeat, default_consumer_name
+from tracker.streams.retry import ANY_TRANSIENT, REDIS_TRANSIENT, Retry
 
 log = logging.getLogger("hooks")
-T = TypeVar("T")
 _VERSION_POLL_S = 0.5
 _STOP_GRACE_S = 10.0
 _decode_request = msgspec.json.Decoder(TestRequest).decode
@@ -58,7 +56,8 @@ class HooksWorker:
         self.settings = settings
         self.burst = burst
         self.consumer = settings.forwarder.consumer or default_consumer_name()
-        self.redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        # Raw XREADGROUP and XAUTOCLAIM replies, as the runners' readers (tracker.streams.consumer) take them.
+        self.redis = open_redis(settings.redis_url, timeout_s=10, connect_timeout_s=5)
         self.pool: asyncpg.Pool | None = None
         self.replays: Replays | None = None
         self.runners: dict[int, tuple[HookRunner, asyncio.Task]] = {}
@@ -67,6 +66,13 @@ class HooksWorker:
         self.ids = EventIds()
         # Per hook, for as long as this worker runs: a runner made again on reload carries on counting.
         self.outcomes: dict[int, Outcome] = {}
+        prefix = settings.stream_prefix
+        self.metrics_key, self.workers_key = forwarder_metrics_key(prefix, self.consumer), forwarders_set_key(prefix)
+        self.heartbeat = Heartbeat(self.redis, forwarder_heartbeat_key(prefix, self.consumer),
+                                   settings.forwarder.heartbeat_ttl_s, self._heartbeat_facts, also=self._publish,
+                                   log=log)  # fmt: skip
+        # Redis and Postgres failures are waited out (the worker's own; the runners have theirs).
+        self.retry = Retry(settings.forwarder.retry_min_s, settings.forwarder.retry_max_s, log=log)
 
     def close(self) -> None:
         """Stop after the deliveries in hand (safe from a signal handler); `run()` then returns."""
@@ -78,8 +84,8 @@ class HooksWorker:
 
     async def run(self) -> None:
         log.info("hooks worker %s starting%s", self.consumer, " (burst)" if self.burst else "")
-        self.pool = await self._retry("Postgres: connect", lambda: asyncpg.create_pool(
-            self.settings.database_url, min_size=1, max_size=6, timeout=10))  # fmt: skip
+        self.pool = await self.retry.run("Postgres: connect", lambda: asyncpg.create_pool(
+            self.settings.database_url, min_size=1, max_size=6, timeout=10), ANY_TRANSIENT)  # fmt: skip
         self.replays = Replays(self.settings, self.redis, self.pool, self.consumer)
         helpers = [] if self.burst else [
             asyncio.create_task(_logged("heartbeat", self._heartbeat_loop())),
@@ -88,7 +94,8 @@ class HooksWorker:
         ]
         try:
             if self.burst:  # the replays asked for so far, on the replay streams before the runners read them
-                await self._retry("replay jobs", lambda: self.replays.run_open_jobs(self._closing.is_set))
+                await self.retry.run("replay jobs", lambda: self.replays.run_open_jobs(self._closing.is_set),
+                                     ANY_TRANSIENT)  # fmt: skip
             await self.reload()
             if self.burst:
                 await asyncio.gather(*(task for _runner, task in self.runners.values()))
@@ -109,7 +116,7 @@ class HooksWorker:
                     self._version = version
                     try:
                         await self.reload()
-                    except (*REDIS_TRANSIENT, *POSTGRES_TRANSIENT) as exc:
+                    except ANY_TRANSIENT as exc:
                         log.warning("reloading hook definitions failed: %r", exc)
         finally:
             self.close()
@@ -118,11 +125,9 @@ class HooksWorker:
             await self._stop_runners(list(self.runners))
             # A helper that died of a bug must not skip the clean-up below (it was logged where it died).
             await asyncio.gather(*helpers, return_exceptions=True)
+            await self.heartbeat.forget(self.metrics_key)
             with contextlib.suppress(*REDIS_TRANSIENT):
-                prefix = self.settings.stream_prefix
-                await self.redis.delete(forwarder_heartbeat_key(prefix, self.consumer),
-                                        forwarder_metrics_key(prefix, self.consumer))  # fmt: skip
-                await self.redis.srem(forwarders_set_key(prefix), self.consumer)
+                await self.redis.srem(self.workers_key, self.consumer)
             await self.pool.close()
             await self.redis.aclose()
             log.info("hooks worker %s stopped: %d events delivered", self.consumer, self.delivered)
@@ -202,54 +207,42 @@ class HooksWorker:
     # -- support -------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
-        ttl = self.settings.forwarder.heartbeat_ttl_s
-        prefix = self.settings.stream_prefix
-        key = forwarder_heartbeat_key(prefix, self.consumer)
-        metrics_key, workers_key = forwarder_metrics_key(prefix, self.consumer), forwarders_set_key(prefix)
-        await self._forget_dead_workers(workers_key)
-        while True:
-            facts = {"consumer": self.consumer, "pid": os.getpid(), "at": time.time(), "hooks": len(self.runners),
-                     "delivered": self.delivered}  # fmt: skip
-            with contextlib.suppress(*REDIS_TRANSIENT):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.set(key, json.dumps(facts), ex=ttl)
-                    # For the edge's /metrics: found through the workers set, gone with the TTL.
-                    pipe.set(metrics_key, json.dumps(self.metrics_snapshot()), ex=ttl)
-                    pipe.sadd(workers_key, self.consumer)
-                    await pipe.execute()
-            await asyncio.sleep(ttl / 3)
+        await self._forget_dead_workers()
+        await self.heartbeat.run()
+
+    def _heartbeat_facts(self) -> ForwarderHeartbeatFacts:
+        return ForwarderHeartbeatFacts(consumer=self.consumer, pid=os.getpid(), at=time.time(),
+                                       hooks=len(self.runners), delivered=self.delivered)  # fmt: skip
+
+    def _publish(self, pipe: Pipeline) -> None:
+        """With each heartbeat: the counts for the edge's /metrics, found through the workers set, gone with the TTL."""
+        pipe.set(self.metrics_key, encode(self.metrics_snapshot()), ex=self.settings.forwarder.heartbeat_ttl_s)
+        pipe.sadd(self.workers_key, self.consumer)
 
     @property
     def delivered(self) -> int:
         return sum(outcome.delivered for outcome in self.outcomes.values())
 
-    def metrics_snapshot(self) -> dict:
+    def metrics_snapshot(self) -> ForwarderMetricsSnapshot:
         hooks = {}
         for hook_id, outcome in self.outcomes.items():
             running = self.runners.get(hook_id)
-            state = running[0].definition.state if running else "stopped"
-            hooks[str(hook_id)] = {**dataclasses.asdict(outcome), "state": state,
-                                   "failures_in_a_row": running[0].failures if running else 0}  # fmt: skip
-        return {"consumer": self.consumer, "at": time.time(), "hooks": hooks}
+            hooks[str(hook_id)] = HookMetrics(
+                delivered=outcome.delivered, deliveries=outcome.deliveries, failed_attempts=outcome.failed_attempts,
+                dead_lettered=outcome.dead_lettered, send_seconds=outcome.send_seconds,
+                state=running[0].definition.state if running else "stopped",
+                failures_in_a_row=running[0].failures if running else 0,
+            )  # fmt: skip
+        return ForwarderMetricsSnapshot(consumer=self.consumer, at=time.time(), hooks=hooks)
 
-    async def _forget_dead_workers(self, workers_key: str) -> None:
-        prefix = self.settings.stream_prefix
+    async def _forget_dead_workers(self) -> None:
+        prefix, workers_key = self.settings.stream_prefix, self.workers_key
         with contextlib.suppress(*REDIS_TRANSIENT):
             names = [name.decode() for name in await self.redis.smembers(workers_key)]
             alive = await asyncio.gather(*(self.redis.exists(forwarder_heartbeat_key(prefix, n)) for n in names))
             dead = [name for name, up in zip(names, alive, strict=True) if not up and name != self.consumer]
             if dead:
                 await self.redis.srem(workers_key, *dead)
-
-    async def _retry(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        delay = self.settings.forwarder.retry_min_s
-        while True:
-            try:
-                return await operation()
-            except (*REDIS_TRANSIENT, *POSTGRES_TRANSIENT) as exc:
-                log.warning("%s failed: %r; again in %.2fs", what, exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, self.settings.forwarder.retry_max_s)
 
 
 async def _logged(what: str, work: Awaitable[None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
+import msgspec
 from redis.asyncio import Redis
 
 from flusher.metrics import BUCKET_LABELS, FlusherMetrics, MetricsPublisher, group_lag_s
@@ -46,7 +47,7 @@ def test_commit_latency_buckets_are_cumulative_with_inclusive_upper_bounds():
     metrics = FlusherMetrics("c")
     for seconds in (0.001, 0.005, 0.007, 0.3, 7.0):
         metrics.observe_commit(seconds)
-    snapshot = metrics.snapshot(at=123.0)
+    snapshot = msgspec.to_builtins(metrics.snapshot(at=123.0))
     assert snapshot["commit_seconds"]["buckets"] == {
         "0.005": 2, "0.01": 3, "0.025": 3, "0.05": 3, "0.1": 3, "0.25": 3, "0.5": 4, "1": 4, "2.5": 4, "5": 4,
         "+Inf": 5,

@@ -19,6 +19,7 @@ from tracker.contract.keys import (
     flusher_heartbeat_key,
     flusher_metrics_key,
 )
+from tracker.contract.spool_format import holder_of, holds_lock, lock_holders
 from tracker.ops.cli import main
 
 
@@ -177,3 +178,18 @@ async def test_watch_redraws_in_place_and_ctrl_c_exits_0(settings, redis, stats_
     assert process.returncode == 0, err
     frames = out.decode().split("\x1b[H\x1b[2J")
     assert len(frames) >= 3 and "Event streams" in frames[-1]
+
+
+def test_the_lock_probe_and_proc_locks_say_the_same_about_spool_files(tmp_path):
+    held, free, gone = tmp_path / "edge-1.spool", tmp_path / "edge-2.spool", tmp_path / "edge-3.spool"
+    free.write_bytes(b"")
+    fd = os.open(held, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert (holds_lock(held), holds_lock(free), holds_lock(gone)) == (True, False, None)
+        holders = lock_holders()
+        if holders is not None:  # Linux
+            assert (holder_of(held.stat(), holders), holder_of(free.stat(), holders)) == (os.getpid(), None)
+        assert holds_lock(held) is True  # probing did not take the holder's lock away
+    finally:
+        os.close(fd)

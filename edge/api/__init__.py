@@ -16,8 +16,7 @@ from starlette.routing import Route
 
 from edge.api import hooks, messages, profile_import, profiles, subscriptions
 from edge.api._http import ApiContext, Endpoint, http_exception, json_response, wrap
-from edge.api.openapi import build_openapi
-from edge.api.schemas import (
+from edge.api.hook_schemas import (
     DeadLetterList,
     DeadLettersRequeued,
     Hook,
@@ -25,6 +24,12 @@ from edge.api.schemas import (
     HookList,
     HookPatch,
     HookTestResult,
+    Replay,
+    ReplayIn,
+    ReplayList,
+)
+from edge.api.openapi import build_openapi
+from edge.api.schemas import (
     ImportSummary,
     Message,
     MessageIn,
@@ -37,9 +42,6 @@ from edge.api.schemas import (
     ProfilePatch,
     RenderIn,
     RenderOut,
-    Replay,
-    ReplayIn,
-    ReplayList,
     Resource,
     ResourceIn,
     ResourceList,

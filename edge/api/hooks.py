@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edge.api._http import ApiContext, json_response, path_id, read_json
-from edge.api.schemas import (
+from edge.api.hook_schemas import (
     DeadLetter,
     DeadLetterList,
     DeadLettersRequeued,

@@ -7,10 +7,11 @@ from typing import Any
 
 import msgspec
 
+from edge.api import hook_schemas, schemas
 from edge.api._http import Endpoint
-from edge.api.schemas import COMPONENTS
 
 _REF = "#/components/schemas/{name}"
+COMPONENTS = (*schemas.COMPONENTS, *hook_schemas.COMPONENTS)
 _STATUS_TEXT = {
     400: "Malformed request (bad JSON or CSV, with the position)",
     401: "Missing or wrong API key",
@@ -31,7 +32,7 @@ def _schema_ref(struct: type) -> dict[str, str]:
 def build_openapi(endpoints: list[Endpoint], title: str = "Tracking edge API", version: str = "1") -> dict[str, Any]:
     _, components = msgspec.json.schema_components(COMPONENTS, ref_template=_REF)
     paths: dict[str, dict[str, Any]] = {}
-    error = {"application/json": {"schema": _schema_ref(_error_struct())}}
+    error = {"application/json": {"schema": _schema_ref(schemas.ErrorBody)}}
     for ep in endpoints:
         operation: dict[str, Any] = {
             "operationId": ep.handler.__name__,
@@ -87,9 +88,3 @@ def build_openapi(endpoints: list[Endpoint], title: str = "Tracking edge API", v
             },
         },
     }
-
-
-def _error_struct() -> type:
-    from edge.api.schemas import ErrorBody
-
-    return ErrorBody

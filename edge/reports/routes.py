@@ -25,11 +25,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from edge.reports import generic, mailgun, postmark, sendgrid, ses, smpp, twilio
 from edge.reports.base import Provider, Report, ReportError, ReportRequest, report_event_id
 from edge.state import EdgeState
+from tracker.contract.events import require_event_layout
 from tracker.contract.tokens import CHANNEL_NAMES, Keyring, TokenKind, verify
 
 log = logging.getLogger("edge.reports")
 _REF = int(TokenKind.REF)
 _NOT_FOUND = PlainTextResponse("no such webhook\n", status_code=404)
+# The tuple `record` builds per report: an Event's fields in the contract's order (the tuple is the wire record).
+_BUILDS = ("id", "kind", "channel", "message_id", "profile_id", "ts_us", "link_version", "link_index", "ua_class",
+           "ip_prefix", "data")  # fmt: skip
+require_event_layout(_BUILDS, __name__)
 
 
 def build_providers(state: EdgeState) -> dict[tuple[str, str], Provider]:
@@ -90,7 +95,7 @@ class ProviderReportRoutes:
             event_id = report_event_id(channel, provider, report.provider_event_id, report.ts_us, report.arrival_time)
             data = report.data or None
             size = 96 + (sum(len(k) + len(v) for k, v in data.items()) if data else 0)
-            # An Event's fields in order (tracker.contract.events.Event); no UA or IP: the provider called.
+            # An Event's fields in `_BUILDS` order; no UA or IP: the provider called.
             add((event_id, report.kind, channel, token[2], token[3], report.ts_us, 0, -1, "", "", data), size)
             outcome["recorded"] += 1
         for key, count in outcome.items():

@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 
+from tracker.contract.tokens import EVENT_CHANNELS
+
 KINDS = frozenset(
     {
         "sent",
@@ -32,7 +34,8 @@ KINDS = frozenset(
         "site_action",
     }
 )
-CHANNELS = frozenset({"email", "sms", "web_push", "app_push", "site"})
+# Channel names are defined once, with the numbers tokens carry: tracker.contract.tokens.Channel.
+CHANNELS = frozenset(EVENT_CHANNELS)
 
 
 class Event(msgspec.Struct, array_like=True, omit_defaults=False):
@@ -49,8 +52,21 @@ class Event(msgspec.Struct, array_like=True, omit_defaults=False):
     data: dict[str, Any] | None = None  # kind-specific facts: dwell seconds, push action, carrier code
 
 
-# Encodes an Event, or a plain tuple with the Event's fields in order (the edge builds
-# tuples on the hot path: same bytes on the wire, less work per request).
+# The hot-path layout. The edge does not build Events per request: it builds plain tuples of an
+# Event's fields in this order, which encode to the same msgpack array (array_like): the tuple IS
+# the wire record. Modules that build such tuples check at import that they write this order
+# (`require_event_layout`); modules that read them use the positions below.
+EVENT_FIELDS: tuple[str, ...] = Event.__struct_fields__
+PROFILE_AT = EVENT_FIELDS.index("profile_id")  # the shard key (tracker.contract.keys.shard_for)
+
+
+def require_event_layout(fields: tuple[str, ...], builder: str) -> None:
+    """Fail at import when a tuple builder's field order is not the Event's (costs nothing per event)."""
+    if fields != EVENT_FIELDS:
+        raise RuntimeError(f"{builder} builds event tuples as {fields}, but the Event's fields are {EVENT_FIELDS}")
+
+
+# Encodes an Event, or a tuple of its fields in EVENT_FIELDS order: the same bytes either way.
 encode_event = msgspec.msgpack.Encoder().encode
 decode_event = msgspec.msgpack.Decoder(Event).decode
 

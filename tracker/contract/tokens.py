@@ -43,15 +43,21 @@ class TokenKind(IntEnum):
 
 
 class Channel(IntEnum):
+    """Every channel, defined here once. A token carries its number (3 bits: at most 7; a number is
+    never changed or reused); its name in lower case is how events, the API and Postgres spell it
+    (the schema's check constraints, in tracker/contract/migrations, list them too: tests/test_events.py)."""
+
     EMAIL = 1
     SMS = 2
     WEB_PUSH = 3
     APP_PUSH = 4
-    SITE = 5
+    SITE = 5  # a website's own pixel (edge.site_pixel): events, but no message is sent on it
 
 
 # Names as they appear in events and in Postgres, keyed by the plain int a token carries.
 CHANNEL_NAMES = {int(c): c.name.lower() for c in Channel}
+EVENT_CHANNELS = tuple(CHANNEL_NAMES.values())  # every channel an event can be on
+MESSAGE_CHANNELS = tuple(CHANNEL_NAMES[c] for c in Channel if c is not Channel.SITE)  # what a message is sent on
 
 
 class Token(NamedTuple):

@@ -15,12 +15,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tracker.contract.tokens import MESSAGE_CHANNELS
 from tracker.contract.urls import BadURL, check_redirect_url
 from tracker.domain.errors import InputError
 from tracker.domain.html_links import find_links, normalise_url
 from tracker.domain.link_tables import Link
 
-CHANNELS = ("email", "sms", "web_push", "app_push")
 # Slot kinds: what a recipient's value is made from.
 CLICK, SHORT, OPEN, READ, UNSUBSCRIBE, CONFIRM = "click", "short", "open", "read", "unsubscribe", "confirm"
 PLACEHOLDERS = re.compile(r"\{\{\s*(unsubscribe_url|confirm_url)\s*\}\}")
@@ -47,8 +47,8 @@ class Template:
 
 
 def compile_template(channel: str, content: str) -> Template:
-    if channel not in CHANNELS:
-        raise InputError("invalid_channel", f"channel {channel!r} is not one of {', '.join(CHANNELS)}")
+    if channel not in MESSAGE_CHANNELS:
+        raise InputError("invalid_channel", f"channel {channel!r} is not one of {', '.join(MESSAGE_CHANNELS)}")
     if channel == "email":
         return _compile_email(content)
     if channel == "sms":

@@ -16,7 +16,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tracker.config import Settings
-from tracker.contract.tokens import Channel, Keyring, TokenKind
+from tracker.contract.tokens import MESSAGE_CHANNELS, Channel, Keyring, TokenKind
 from tracker.domain.errors import InputError, NotFound
 from tracker.domain.link_tables import load_version
 from tracker.domain.message_templates import CLICK, CONFIRM, OPEN, READ, SHORT, UNSUBSCRIBE, Template, compile_template
@@ -26,7 +26,7 @@ from tracker.domain.token_batches import MessageTokens
 _ROUTES = {CLICK: ("/c/", ""), SHORT: ("/s/", ""), OPEN: ("/o/", ".gif"), READ: ("/r/", ""),
            UNSUBSCRIBE: ("/u/", ""), CONFIRM: ("/cf/", "")}  # fmt: skip
 _KINDS = {OPEN: TokenKind.OPEN, READ: TokenKind.READ, UNSUBSCRIBE: TokenKind.UNSUBSCRIBE, CONFIRM: TokenKind.CONFIRM}
-CHANNEL_IDS = {"email": Channel.EMAIL, "sms": Channel.SMS, "web_push": Channel.WEB_PUSH, "app_push": Channel.APP_PUSH}
+CHANNEL_IDS = {name: Channel[name.upper()] for name in MESSAGE_CHANNELS}
 ONE_CLICK = "List-Unsubscribe=One-Click"
 
 

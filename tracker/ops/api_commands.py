@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tracker.config import Settings
+from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tracker.contract.tokens import MESSAGE_CHANNELS
 from tracker.domain.errors import InputError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-CHANNELS = ("email", "sms", "web_push", "app_push")
 
 
 def add_api_commands(sub: Any) -> None:
@@ -55,7 +54,7 @@ def add_api_commands(sub: Any) -> None:
         "--message-id the content becomes a new version of that message. Prints the message as JSON.",
     )
     reg.add_argument("file", metavar="FILE", help="the content (HTML for email, text for SMS)")
-    reg.add_argument("--channel", choices=CHANNELS, default="email", help="[default: %(default)s]")
+    reg.add_argument("--channel", choices=MESSAGE_CHANNELS, default="email", help="[default: %(default)s]")
     reg.add_argument("--name", default="", help="a name for people")
     reg.add_argument("--resource-id", type=int, help="the list whose unsubscribe/confirm the message drives")
     reg.add_argument("--message-id", type=int, help="add a new version to this message instead")

@@ -15,115 +15,45 @@ milliseconds); ages of files and heartbeats on this host's clock.
 Nothing here SCANs the keyspace (a production Redis holds millions of link
 and short-code keys): the shards come from the settings, and the flushers
 from the consumer group, whose members' heartbeat and metrics keys are read.
+
+Here: collecting, and the command. What is shown: tracker.ops.stats_model;
+printing it: tracker.ops.stats_render; the spool files' format and locks:
+tracker.contract.spool_format.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
-import msgspec
 from redis import Redis
 from redis.exceptions import RedisError
 
 from tracker.config import Settings, redact_url
+from tracker.contract.exits import EXIT_OK, EXIT_UNREACHABLE
 from tracker.contract.keys import dead_letter_stream, event_streams, flusher_heartbeat_key, flusher_metrics_key
-from tracker.ops.stats_format import (
-    COUNT_UNREAD_UP_TO,
-    age,
-    as_bytes,
-    bytes_human,
-    counted_unread,
-    entry_age_s,
-    json_object,
-    num,
-    table,
-    text,
+from tracker.contract.snapshots import FlusherHeartbeatFacts, decode
+from tracker.contract.spool_format import SPOOL_GLOB, holder_of, holds_lock, lock_holders, read_offset
+from tracker.ops.stats_format import COUNT_UNREAD_UP_TO, as_bytes, counted_unread, entry_age_s, json_object, text
+from tracker.ops.stats_hooks import collect_hooks
+from tracker.ops.stats_model import (
+    ConsumerStats,
+    DeadLetters,
+    FlusherHeartbeat,
+    GroupStats,
+    RedisServer,
+    SpoolDir,
+    SpoolFile,
+    Stats,
+    StreamStats,
 )
-from tracker.ops.stats_hooks import HooksView, collect_hooks, render_hooks
+from tracker.ops.stats_render import render, to_json
 
-EXIT_OK, EXIT_UNREACHABLE = 0, 1
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: the next frame replaces this one
-
-
-class ConsumerStats(msgspec.Struct):
-    name: str
-    pending: int
-    idle_s: float
-
-
-class GroupStats(msgspec.Struct):
-    name: str
-    pending: int
-    oldest_pending_age_s: float | None
-    unread: int | None  # entries not yet delivered to the group (None: Redis cannot tell, e.g. after XDEL)
-    oldest_unread_age_s: float | None
-    last_delivered_id: str
-    consumers: list[ConsumerStats]
-
-
-class StreamStats(msgspec.Struct):
-    stream: str
-    length: int
-    groups: list[GroupStats]
-
-
-class DeadLetters(msgspec.Struct):
-    stream: str
-    length: int
-    newest_age_s: float | None
-    newest_reason: str | None
-
-
-class FlusherHeartbeat(msgspec.Struct):
-    consumer: str
-    pid: int | None
-    age_s: float | None
-    expires_in_s: float | None
-
-
-class SpoolFile(msgspec.Struct):
-    name: str
-    bytes: int
-    replayed_bytes: int
-    age_s: float  # since the last write
-    locked: bool  # a live edge worker holds it: its writer, or a worker replaying it
-    holder_pid: int | None
-
-
-class SpoolDir(msgspec.Struct):
-    host: str
-    directory: str
-    exists: bool
-    files: list[SpoolFile]
-    note: str = "local: this host's TRACKER_SPOOL_DIR only; edges on other hosts spool to their own disks"
-
-
-class RedisServer(msgspec.Struct):
-    url: str
-    version: str
-    used_memory_bytes: int
-    used_memory_human: str
-    maxmemory_bytes: int
-    ops_per_sec: int
-    connected_clients: int
-
-
-class Stats(msgspec.Struct):
-    at: float
-    prefix: str
-    redis: RedisServer
-    streams: list[StreamStats]
-    dead_letters: DeadLetters
-    flushers: list[FlusherHeartbeat]
-    flusher_metrics: list[dict[str, Any]]
-    spool: SpoolDir
-    hooks: HooksView
 
 
 def connect(settings: Settings) -> Redis:
@@ -232,12 +162,11 @@ def _heartbeats(redis: Redis, prefix: str, consumers: list[str], now: float) -> 
     for consumer, raw, ttl_ms in zip(consumers, replies[::2], replies[1::2], strict=True):
         if raw is None:
             continue  # a consumer the group remembers, whose process is gone
-        facts = json_object(raw)
-        at = facts.get("at")
+        facts = decode(raw, FlusherHeartbeatFacts) or FlusherHeartbeatFacts()
         beats.append(FlusherHeartbeat(
             consumer=consumer,
-            pid=facts.get("pid"),
-            age_s=round(now - at, 3) if isinstance(at, int | float) else None,
+            pid=facts.pid,
+            age_s=round(now - facts.at, 3) if facts.at is not None else None,
             expires_in_s=ttl_ms / 1000 if ttl_ms >= 0 else None,
         ))  # fmt: skip
     return beats
@@ -258,17 +187,17 @@ def spool_files(directory: Path, now: float) -> SpoolDir:
     host = socket.gethostname()
     if not directory.is_dir():
         return SpoolDir(host, str(directory), False, [])
-    holders = _flock_holders()
+    holders = lock_holders()  # read, not probed: looking must not make an edge worker's own lock fail
     files = []
-    for path in sorted(directory.glob("edge-*.spool")):
+    for path in sorted(directory.glob(SPOOL_GLOB)):
         try:
             info = path.stat()
         except FileNotFoundError:
             continue  # replayed and removed just now
         if holders is None:
-            holder, locked = None, _probe_locked(path)
+            holder, locked = None, bool(holds_lock(path))
         else:
-            holder = holders.get((os.major(info.st_dev), os.minor(info.st_dev), info.st_ino))
+            holder = holder_of(info, holders)
             locked = holder is not None
         files.append(SpoolFile(
             name=path.name,
@@ -281,121 +210,11 @@ def spool_files(directory: Path, now: float) -> SpoolDir:
     return SpoolDir(host, str(directory), True, files)
 
 
-def _flock_holders() -> dict[tuple[int, int, int], int] | None:
-    """{(major, minor, inode): pid} of flock() locks on this host, from /proc/locks (None off Linux).
-
-    Read instead of probing with flock() ourselves: a probe would hold the lock
-    for an instant and could make an edge worker's own non-blocking lock fail.
-    """
-    try:
-        lines = Path("/proc/locks").read_text().splitlines()
-    except OSError:
-        return None
-    holders = {}
-    for line in lines:
-        parts = line.split()
-        # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:5341503 0 EOF"; waiters have "->" after the number.
-        if len(parts) < 6 or parts[1] != "FLOCK":
-            continue
-        major, minor, inode = parts[5].split(":")
-        holders[(int(major, 16), int(minor, 16), int(inode))] = int(parts[4])
-    return holders
-
-
-def _probe_locked(path: Path) -> bool:
-    import fcntl
-
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def _replayed(path: Path) -> int:
-    # The edge keeps replay progress in `<name>.offset` beside the spool file (edge.spool.offset_path).
     try:
-        return int(path.with_suffix(".offset").read_text() or 0)
-    except (OSError, ValueError):
+        return read_offset(path)
+    except OSError:  # an unreadable offset file: shown as nothing replayed
         return 0
-
-
-# -- output -----------------------------------------------------------------------------
-
-
-def to_json(stats: Stats) -> str:
-    return msgspec.json.encode(stats).decode()
-
-
-def render(stats: Stats) -> str:
-    r = stats.redis
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stats.at))
-    limit = f" of {bytes_human(r.maxmemory_bytes)}" if r.maxmemory_bytes else " (no maxmemory)"
-    lines = [
-        f"tracker stats  {when}  prefix {stats.prefix!r}",
-        f"Redis {r.version} at {r.url}: memory {r.used_memory_human}{limit}, {r.ops_per_sec:,} ops/s, "
-        f"{r.connected_clients} clients",
-        "",
-        "Event streams",
-    ]
-    rows = [("stream", "length", "group", "pending", "oldest pending", "unread", "oldest unread", "last delivered")]
-    consumer_lines = []
-    for s in stats.streams:
-        if not s.groups:
-            rows.append((s.stream, f"{s.length:,}", "(no group)", "-", "-", "-", "-", "-"))
-        for g in s.groups:
-            unread = "?" if g.unread is None else f"{g.unread:,}"
-            rows.append((s.stream, f"{s.length:,}", g.name, f"{g.pending:,}", age(g.oldest_pending_age_s), unread,
-                         age(g.oldest_unread_age_s), g.last_delivered_id))  # fmt: skip
-            for c in g.consumers:
-                consumer_lines.append((s.stream, g.name, c.name, f"{c.pending:,}", age(c.idle_s)))
-    lines += table(rows, right={1, 3, 4, 5, 6})
-    lines += ["", "Consumers"]
-    if consumer_lines:
-        lines += table([("stream", "group", "consumer", "pending", "idle"), *consumer_lines], right={3, 4})
-    else:
-        lines.append("  none registered")
-    d = stats.dead_letters
-    newest = f", newest {age(d.newest_age_s)} ago: {d.newest_reason}" if d.length and d.newest_reason else ""
-    lines += ["", f"Dead letters: {d.length:,} in {d.stream}{newest}", "", "Flushers"]
-    beats = {b.consumer: b for b in stats.flushers}
-    metrics = {m.get("consumer", "?"): m for m in stats.flusher_metrics}
-    if beats or metrics:
-        rows = [("consumer", "heartbeat", "batches", "rows written", "duplicates", "dead", "lag", "commit avg",
-                 "metrics age")]  # fmt: skip
-        for consumer in sorted(beats.keys() | metrics.keys()):
-            beat, m = beats.get(consumer), metrics.get(consumer, {})
-            alive = f"alive, {age(beat.age_s)} ago" if beat else "none"
-            commit = m.get("commit_seconds") or {}
-            avg = f"{commit['sum'] / commit['count'] * 1000:.1f} ms" if commit.get("count") else "-"
-            at = m.get("at")
-            rows.append((consumer, alive, num(m.get("batches")), num(m.get("rows_written")),
-                         num(m.get("duplicates")), num(m.get("dead_lettered")),
-                         age(m.get("lag_s")) if m else "-", avg,
-                         age(stats.at - at) if isinstance(at, int | float) else "-"))  # fmt: skip
-        lines += table(rows, right={2, 3, 4, 5, 6, 7, 8})
-    else:
-        lines.append("  no live heartbeat and no metrics: no flusher is running")
-    sp = stats.spool
-    lines += ["", f"Edge spool on {sp.host}: {sp.directory}  ({sp.note})"]
-    if not sp.exists:
-        lines.append("  folder does not exist (nothing was ever spooled here)")
-    elif not sp.files:
-        lines.append("  empty: every edge worker here writes to Redis")
-    else:
-        rows = [("file", "size", "replayed", "last write", "state")]
-        for f in sp.files:
-            state = f"held by pid {f.holder_pid}" if f.holder_pid else "held" if f.locked else "orphan, awaiting replay"
-            rows.append((f.name, bytes_human(f.bytes), bytes_human(f.replayed_bytes), age(f.age_s) + " ago", state))
-        lines += table(rows, right={1, 2, 3})
-    lines += ["", *render_hooks(stats.hooks)]
-    return "\n".join(lines)
 
 
 # -- the command ------------------------------------------------------------------------

@@ -1,0 +1,254 @@
+"""tracker.streams: the consumer-group reader both stream consumers use, and the one retry policy."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+from redis.exceptions import ConnectionError, ResponseError
+
+from tracker.contract.snapshots import FlusherHeartbeatFacts, FlusherMetricsSnapshot, decode, encode
+from tracker.streams.consumer import GroupConsumer, as_text, field_value, open_redis
+from tracker.streams.heartbeat import Heartbeat
+from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Retry, Stopping
+
+
+@pytest.fixture
+async def raw_redis(redis_url):
+    client = open_redis(redis_url, timeout_s=10, connect_timeout_s=2)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def reader(client, streams, consumer, claim_idle_ms=60_000) -> GroupConsumer:
+    return GroupConsumer(client, streams, "g", consumer, claim_idle_ms=claim_idle_ms)
+
+
+async def past_own_pending(consumer: GroupConsumer) -> GroupConsumer:
+    """A new consumer name's first read finds nothing of its own pending; after it, reads bring new entries."""
+    assert await consumer.read(100) == [] and consumer.own_pending_done
+    return consumer
+
+
+def ids(found) -> list[bytes]:
+    return [entry_id for _stream, entries in found for entry_id, _fields in entries]
+
+
+async def add(redis, stream: str, n: int) -> list[bytes]:
+    return [await redis.xadd(stream, {b"e": f"payload-{i}".encode()}) for i in range(n)]
+
+
+# -- the reader -------------------------------------------------------------------------------
+
+
+async def test_a_restarted_consumer_reads_its_own_pending_entries_first_stream_by_stream(raw_redis, redis, key_prefix):
+    streams = [f"{key_prefix}:s:{{0}}", f"{key_prefix}:s:{{1}}"]
+    first = reader(raw_redis, streams, "worker-a")
+    await first.ensure_groups()
+    await first.ensure_groups()  # safe to repeat
+    a, b = await add(redis, streams[0], 5), await add(redis, streams[1], 2)
+    assert await first.read(100) == [] and first.own_pending_done  # a new name has nothing pending
+    assert sorted(ids(await first.read(100))) == sorted(a + b)  # delivered, never acknowledged: "worker-a" died
+    await redis.xdel(streams[0], a[1])  # deleted while pending
+    newer = await add(redis, streams[1], 1)
+
+    again = reader(raw_redis, streams, "worker-a")  # the same name after a restart
+    assert not again.own_pending_done
+    pages = [await again.read(2, block_ms=50) for _ in range(3)]
+    # Own pending entries first, each stream from its own cursor, in pages of COUNT per stream.
+    assert [ids(page) for page in pages] == [[a[0], a[1], *b], [a[2], a[3]], [a[4]]]
+    first_page = dict(pages[0])
+    assert first_page[streams[0]][1] == [a[1], None]  # deleted: nothing to read, only to acknowledge
+    assert field_value(first_page[streams[0]][0][1], b"e") == b"payload-0"
+    assert field_value(None, b"e") is None and field_value([b"x", b"1"], b"e") is None
+    assert not again.own_pending_done
+    assert await again.read(10, block_ms=50) == [] and again.own_pending_done
+    assert ids(await again.read(10, block_ms=50)) == newer  # then new entries
+
+    await again.acknowledge({streams[0]: a, streams[1]: [*b, *newer]})
+    assert all([(await redis.xpending(s, "g"))["pending"] == 0 for s in streams])
+    again.reread_own_pending()
+    assert not again.own_pending_done and await again.read(10) == [] and again.own_pending_done
+
+
+async def test_entries_idle_in_another_consumer_are_reclaimed_page_by_page(raw_redis, redis, key_prefix):
+    streams = [f"{key_prefix}:s:{{0}}", f"{key_prefix}:s:{{1}}"]
+    dead = reader(raw_redis, streams, "dead-one")
+    await dead.ensure_groups()
+    added = await add(redis, streams[0], 7) + await add(redis, streams[1], 3)
+    await past_own_pending(dead)
+    assert len(ids(await dead.read(100))) == 10
+    fresh = reader(raw_redis, streams, "survivor", claim_idle_ms=600_000)
+    assert await fresh.reclaim(100) == []  # not idle long enough yet
+    await asyncio.sleep(0.05)
+
+    survivor = reader(raw_redis, streams, "survivor", claim_idle_ms=20)
+    claimed: set[bytes] = set()
+    for _ in range(20):
+        page = ids(await survivor.reclaim(4))
+        assert len(page) <= 4  # a call stops once `count` entries are in hand
+        claimed |= set(page)
+        if claimed == set(added):
+            break
+    assert claimed == set(added)  # each stream's cursor followed across calls
+    consumers = {as_text(c["name"]): c["pending"] for c in await redis.xinfo_consumers(streams[0], "g")}
+    assert consumers == {"dead-one": 0, "survivor": 7}
+
+
+async def test_a_stream_is_trimmed_only_up_to_what_every_group_still_needs(raw_redis, redis, key_prefix):
+    stream = f"{key_prefix}:s:{{0}}"
+    ours = reader(raw_redis, [stream], "us")
+    other = GroupConsumer(raw_redis, [stream], "other", "them", claim_idle_ms=60_000)  # say, an action hook's
+    await ours.ensure_groups()
+    await other.ensure_groups()
+    added = await add(redis, stream, 10)
+    await past_own_pending(ours)
+    await past_own_pending(other)
+    assert ids(await ours.read(100)) == added
+    await ours.acknowledge({stream: added})  # all done in our group
+    assert ids(await other.read(4)) == added[:4]
+    await other.acknowledge({stream: added[:2]})  # the other group has 4 in hand and acknowledged 2
+
+    assert await ours.trim([stream]) == 2
+    assert [entry_id for entry_id, _ in await redis.xrange(stream)] == added[2:]  # its oldest pending one stays
+    await other.acknowledge({stream: added[2:4]})
+    assert await ours.trim([stream]) == 2
+    # Nothing pending in "other": up to its last delivered entry goes, what it was never given stays.
+    assert [entry_id for entry_id, _ in await redis.xrange(stream)] == added[4:]
+    assert await ours.trim([f"{key_prefix}:no-such-stream"]) == 0
+
+
+async def test_acknowledging_in_a_transaction_runs_the_callers_commands_with_the_acks(raw_redis, redis, key_prefix):
+    stream, letters = f"{key_prefix}:s:{{0}}", f"{key_prefix}:dead"
+    consumer = reader(raw_redis, [stream], "us")
+    await consumer.ensure_groups()
+    await add(redis, stream, 3)
+    found = dict(await (await past_own_pending(consumer)).read(10))
+    await consumer.acknowledge({stream: [entry_id for entry_id, _ in found[stream]]}, transaction=True,
+                               before=lambda pipe: pipe.xadd(letters, {b"reason": b"bad"}))  # fmt: skip
+    assert (await redis.xpending(stream, "g"))["pending"] == 0
+    assert await redis.xlen(letters) == 1
+
+
+# -- the retry policy ---------------------------------------------------------------------------
+
+
+class Pauses:
+    def __init__(self) -> None:
+        self.taken: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.taken.append(seconds)
+
+
+def failing(errors: list[BaseException], result: str = "done"):
+    calls = []
+
+    async def operation() -> str:
+        calls.append(1)
+        if errors:
+            raise errors.pop(0)
+        return result
+
+    return operation, calls
+
+
+async def test_a_transient_failure_is_retried_with_doubling_pauses_until_it_succeeds(caplog):
+    pauses = Pauses()
+    retry = Retry(0.1, 0.3, sleep=pauses)
+    operation, calls = failing([ConnectionError("down"), TimeoutError(), OSError("reset"), ConnectionError("x")])
+    dropped = []
+    assert await retry.run("Redis: read", operation, REDIS_TRANSIENT, on_failure=lambda: dropped.append(1)) == "done"
+    assert len(calls) == 5 and len(dropped) == 4
+    assert pauses.taken == [0.1, 0.2, 0.3, 0.3]
+    assert "Redis: read failed: " in caplog.text and "; try 2 in 0.10s" in caplog.text
+    assert "try 5 in 0.30s" in caplog.text
+
+
+async def test_a_failure_that_is_not_transient_is_raised_at_once():
+    pauses = Pauses()
+    operation, calls = failing([ValueError("a bug")])
+    with pytest.raises(ValueError):
+        await Retry(0.1, 1.0, sleep=pauses).run("x", operation, POSTGRES_TRANSIENT)
+    operation, calls = failing([ResponseError("WRONGTYPE Operation against a key")])
+    with pytest.raises(ResponseError):
+        await Retry(0.1, 1.0, sleep=pauses, regroup=_never).run("x", operation)
+    assert len(calls) == 1 and pauses.taken == []
+
+
+async def _never() -> None:
+    raise AssertionError("not a NOGROUP reply")
+
+
+async def test_a_lost_group_is_made_again_then_the_operation_retried():
+    made = []
+
+    async def regroup() -> None:
+        made.append(1)
+
+    operation, calls = failing([ResponseError("NOGROUP No such key 'x' or consumer group 'g'")])
+    assert await Retry(0.01, 0.01, sleep=Pauses(), regroup=regroup).run("Redis: read", operation) == "done"
+    assert made == [1] and len(calls) == 2
+    operation, calls = failing([ResponseError("NOGROUP No such key")])
+    with pytest.raises(ResponseError):  # without a way to make the groups, NOGROUP is not for the policy
+        await Retry(0.01, 0.01, sleep=Pauses()).run("Redis: read", operation)
+
+
+async def test_when_closing_it_retries_within_the_grace_then_gives_up(caplog):
+    pauses = Pauses()
+    closed_for: list[float | None] = [None]
+    retry = Retry(1.0, 10.0, closing=lambda: closed_for[0], grace_s=2.5, sleep=pauses)
+    errors: list[BaseException] = [ConnectionError("down")] * 10
+    calls = []
+
+    async def operation() -> None:
+        calls.append(1)
+        closed_for[0] = {1: None, 2: 0.0, 3: 2.0}.get(len(calls), 3.0)  # closing began during the 2nd try
+        raise errors.pop()
+
+    with pytest.raises(Stopping):
+        await retry.run("Redis: acknowledge", operation)
+    assert len(calls) == 4
+    assert pauses.taken == [1.0, 2.0, 0.5]  # the last pause cut to what was left of the grace
+    assert "the shutdown grace is over: leaving it pending" in caplog.text
+
+    # Without a grace (a hook runner, the migrations at start): given up at the first failure once closing.
+    operation, calls = failing([ConnectionError("down")] * 3)
+    with pytest.raises(Stopping):
+        await Retry(1.0, 10.0, closing=lambda: 0.0, sleep=pauses).run("Postgres: record success", operation)
+    assert len(calls) == 1
+
+
+def test_delays_double_up_to_the_maximum_with_jitter_between_half_and_all_of_it():
+    plain, jittered = Retry(0.5, 60.0), Retry(0.5, 60.0, jitter=True)
+    assert [plain.delay(n) for n in range(1, 10)] == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
+    assert [jittered.delay(n, rng=lambda: 0.0) for n in (1, 2, 9)] == [0.25, 0.5, 30]
+    assert [jittered.delay(n, rng=lambda: 1.0) for n in (1, 2, 9)] == [0.5, 1, 60]
+
+
+# -- heartbeats and snapshots ---------------------------------------------------------------------
+
+
+async def test_a_heartbeat_writes_its_facts_with_a_ttl_and_is_forgotten_at_exit(raw_redis, redis, key_prefix):
+    key, extra = f"{key_prefix}:alive:x", f"{key_prefix}:metrics:x"
+    facts = FlusherHeartbeatFacts(consumer="x", pid=42, at=1.5, batches=3)
+    beat = Heartbeat(raw_redis, key, 30, lambda: facts, also=lambda pipe: pipe.set(extra, b"1", ex=30))
+    await beat.beat()
+    assert decode(await redis.get(key), FlusherHeartbeatFacts) == facts
+    assert 0 < await redis.ttl(key) <= 30 and await redis.exists(extra)
+    await beat.forget(extra)
+    assert not await redis.exists(key, extra)
+
+
+def test_snapshots_keep_their_json_field_names_and_tolerate_old_and_new_writers():
+    snapshot = FlusherMetricsSnapshot(consumer="c", batches=2, at=1.0)
+    assert list(msgspec.json.decode(encode(snapshot))) == [
+        "consumer", "batches", "rows_written", "duplicates", "dead_lettered", "lag_s", "commit_seconds", "at"]
+    old = decode(b'{"consumer": "c", "pid": 7, "at": 3, "a_field_from_the_future": 1}', FlusherHeartbeatFacts)
+    assert old == FlusherHeartbeatFacts(consumer="c", pid=7, at=3.0)
+    assert decode(b"not json", FlusherHeartbeatFacts) is None
+    assert decode(b'{"pid": "seven"}', FlusherHeartbeatFacts) is None
+    assert decode(None, FlusherHeartbeatFacts) is None

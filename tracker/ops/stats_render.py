@@ -1,0 +1,80 @@
+"""`tracker stats` output: the JSON document, and the screen for people."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from tracker.ops.stats_format import age, bytes_human, num, table
+from tracker.ops.stats_hooks import render_hooks
+from tracker.ops.stats_model import Stats
+
+
+def to_json(stats: Stats) -> str:
+    return msgspec.json.encode(stats).decode()
+
+
+def render(stats: Stats) -> str:
+    r = stats.redis
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stats.at))
+    limit = f" of {bytes_human(r.maxmemory_bytes)}" if r.maxmemory_bytes else " (no maxmemory)"
+    lines = [
+        f"tracker stats  {when}  prefix {stats.prefix!r}",
+        f"Redis {r.version} at {r.url}: memory {r.used_memory_human}{limit}, {r.ops_per_sec:,} ops/s, "
+        f"{r.connected_clients} clients",
+        "",
+        "Event streams",
+    ]
+    rows = [("stream", "length", "group", "pending", "oldest pending", "unread", "oldest unread", "last delivered")]
+    consumer_lines = []
+    for s in stats.streams:
+        if not s.groups:
+            rows.append((s.stream, f"{s.length:,}", "(no group)", "-", "-", "-", "-", "-"))
+        for g in s.groups:
+            unread = "?" if g.unread is None else f"{g.unread:,}"
+            rows.append((s.stream, f"{s.length:,}", g.name, f"{g.pending:,}", age(g.oldest_pending_age_s), unread,
+                         age(g.oldest_unread_age_s), g.last_delivered_id))  # fmt: skip
+            for c in g.consumers:
+                consumer_lines.append((s.stream, g.name, c.name, f"{c.pending:,}", age(c.idle_s)))
+    lines += table(rows, right={1, 3, 4, 5, 6})
+    lines += ["", "Consumers"]
+    if consumer_lines:
+        lines += table([("stream", "group", "consumer", "pending", "idle"), *consumer_lines], right={3, 4})
+    else:
+        lines.append("  none registered")
+    d = stats.dead_letters
+    newest = f", newest {age(d.newest_age_s)} ago: {d.newest_reason}" if d.length and d.newest_reason else ""
+    lines += ["", f"Dead letters: {d.length:,} in {d.stream}{newest}", "", "Flushers"]
+    beats = {b.consumer: b for b in stats.flushers}
+    metrics = {m.get("consumer", "?"): m for m in stats.flusher_metrics}
+    if beats or metrics:
+        rows = [("consumer", "heartbeat", "batches", "rows written", "duplicates", "dead", "lag", "commit avg",
+                 "metrics age")]  # fmt: skip
+        for consumer in sorted(beats.keys() | metrics.keys()):
+            beat, m = beats.get(consumer), metrics.get(consumer, {})
+            alive = f"alive, {age(beat.age_s)} ago" if beat else "none"
+            commit = m.get("commit_seconds") or {}
+            avg = f"{commit['sum'] / commit['count'] * 1000:.1f} ms" if commit.get("count") else "-"
+            at = m.get("at")
+            rows.append((consumer, alive, num(m.get("batches")), num(m.get("rows_written")),
+                         num(m.get("duplicates")), num(m.get("dead_lettered")),
+                         age(m.get("lag_s")) if m else "-", avg,
+                         age(stats.at - at) if isinstance(at, int | float) else "-"))  # fmt: skip
+        lines += table(rows, right={2, 3, 4, 5, 6, 7, 8})
+    else:
+        lines.append("  no live heartbeat and no metrics: no flusher is running")
+    sp = stats.spool
+    lines += ["", f"Edge spool on {sp.host}: {sp.directory}  ({sp.note})"]
+    if not sp.exists:
+        lines.append("  folder does not exist (nothing was ever spooled here)")
+    elif not sp.files:
+        lines.append("  empty: every edge worker here writes to Redis")
+    else:
+        rows = [("file", "size", "replayed", "last write", "state")]
+        for f in sp.files:
+            state = f"held by pid {f.holder_pid}" if f.holder_pid else "held" if f.locked else "orphan, awaiting replay"
+            rows.append((f.name, bytes_human(f.bytes), bytes_human(f.replayed_bytes), age(f.age_s) + " ago", state))
+        lines += table(rows, right={1, 2, 3})
+    lines += ["", *render_hooks(stats.hooks)]
+    return "\n".join(lines)

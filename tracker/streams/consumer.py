@@ -1,0 +1,189 @@
+"""One consumer in one consumer group over several streams: what the flusher and each action hook read with.
+
+    read        this consumer's own pending entries first (left by a crash, a
+                pause or a shutdown), each stream from its own cursor; then new
+                entries, with an optional BLOCK
+    reclaim     entries idle too long in any consumer of the group, following
+                each stream's XAUTOCLAIM cursor across calls
+    acknowledge XACK in one pipeline, with the caller's own commands before
+                them (the flusher's dead letters, in MULTI/EXEC)
+    trim        each stream to the oldest entry any group still needs (a Lua
+                script, so the groups cannot move between reading and trimming)
+
+Replies of XREADGROUP and XAUTOCLAIM are taken raw from hiredis (no per-entry
+dict building in redis-py), which matters at 100k+ entries a second: open the
+client with `open_redis`. An entry is `[id, [field, value, ...]]`, or `[id, None]`
+when it was deleted while pending; `field_value` reads one field of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import ResponseError
+
+# Trim one stream to the oldest entry any group still needs: the smallest
+# pending id, or just past last-delivered-id for a group with nothing pending.
+# Entries not yet delivered to every group are never removed. One script, so
+# the groups' state cannot move between reading it and trimming.
+TRIM_SCRIPT = """
+local function parse(id)
+    local dash = string.find(id, '-', 1, true)
+    return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function less(a, b)
+    local am, as = parse(a)
+    local bm, bs = parse(b)
+    return am < bm or (am == bm and as < bs)
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+local floor = nil
+for _, group in ipairs(groups) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    local candidate
+    if info['pending'] > 0 then
+        candidate = redis.call('XPENDING', KEYS[1], info['name'])[2]
+    else
+        local ms, seq = parse(info['last-delivered-id'])
+        candidate = string.format('%.0f-%.0f', ms, seq + 1)
+    end
+    if floor == nil or less(candidate, floor) then floor = candidate end
+end
+if floor == nil then return 0 end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+"""
+
+Found = list[tuple[str, list]]  # (stream, raw entries), streams with no entry left out
+
+
+def as_text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def field_value(fields: list | None, name: bytes) -> Any:
+    """One field of a raw entry's flat `[field, value, ...]` list; None when absent or deleted."""
+    if fields:
+        for i in range(0, len(fields) - 1, 2):
+            if fields[i] == name:
+                return fields[i + 1]
+    return None
+
+
+def _raw(response: Any, **options: Any) -> Any:
+    return response
+
+
+def open_redis(url: str, *, timeout_s: float, connect_timeout_s: float, health_check_interval: int = 0) -> Redis:
+    """A client whose XREADGROUP and XAUTOCLAIM replies are left as hiredis gives them (RESP2 lists)."""
+    client = Redis.from_url(
+        url,
+        protocol=2,  # the raw reply shapes are RESP2's (lists, not maps)
+        socket_timeout=timeout_s,
+        socket_connect_timeout=connect_timeout_s,
+        health_check_interval=health_check_interval,
+    )
+    client.set_response_callback("XREADGROUP", _raw)
+    client.set_response_callback("XAUTOCLAIM", _raw)
+    return client
+
+
+class GroupConsumer:
+    """`consumer` in `group` on `streams`; `start_id`: where `ensure_groups` starts a group it makes."""
+
+    def __init__(self, redis: Redis, streams: list[str], group: str, consumer: str, *, claim_idle_ms: int,
+                 start_id: str = "0") -> None:  # fmt: skip
+        self.redis = redis
+        self.streams = list(streams)
+        self.group = group
+        self.consumer = consumer
+        self.claim_idle_ms = claim_idle_ms
+        self.start_id = start_id
+        self._trim = redis.register_script(TRIM_SCRIPT)
+        # Own pending entries are re-read first, from each stream's cursor; None: done.
+        self._pending_from: dict[str, bytes | None] = dict.fromkeys(self.streams, b"0")
+        self._claim_from: dict[str, bytes] = dict.fromkeys(self.streams, b"0-0")
+
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, self.group, id=self.start_id, mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    @property
+    def own_pending_done(self) -> bool:
+        return all(cursor is None for cursor in self._pending_from.values())
+
+    def reread_own_pending(self) -> None:
+        """Go back to this consumer's pending entries (after leaving some unacknowledged)."""
+        self._pending_from = dict.fromkeys(self.streams, b"0")
+
+    async def read(self, count: int, block_ms: int | None = None) -> Found:
+        """New entries (or, until they are all back, this consumer's own pending ones, without blocking).
+
+        COUNT is per stream: a read may bring up to `len(streams) * count` entries.
+        """
+        pending = not self.own_pending_done
+        if not pending:
+            streams, ids = self.streams, [">"] * len(self.streams)
+            block = ["BLOCK", block_ms] if block_ms else []
+        else:
+            streams = [s for s, cursor in self._pending_from.items() if cursor is not None]
+            ids, block = [self._pending_from[s] for s in streams], []
+        reply = await self.redis.execute_command(
+            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, *block, "STREAMS", *streams, *ids,
+        )  # fmt: skip
+        found = [(as_text(name), entries) for name, entries in reply or ()]
+        if pending:
+            got = dict(found)
+            for stream in streams:
+                entries = got.get(stream)
+                self._pending_from[stream] = entries[-1][0] if entries else None
+        return [(name, entries) for name, entries in found if entries]
+
+    async def reclaim(self, count: int) -> Found:
+        """Entries idle longer than the claim time in any consumer, taken over by this one.
+
+        Each stream's XAUTOCLAIM cursor is followed across calls; a call stops
+        early once `count` entries are in hand.
+        """
+        found = []
+        for stream in self.streams:
+            while count > 0:
+                reply = await self.redis.execute_command(
+                    "XAUTOCLAIM", stream, self.group, self.consumer, self.claim_idle_ms, self._claim_from[stream],
+                    "COUNT", count,
+                )  # fmt: skip
+                cursor, entries = reply[0], reply[1]
+                self._claim_from[stream] = cursor
+                if entries:
+                    found.append((stream, entries))
+                    count -= len(entries)
+                if cursor in (b"0-0", "0-0"):
+                    break
+        return found
+
+    async def acknowledge(self, acks: Mapping[str, Iterable[bytes]], *, transaction: bool = False,
+                          before: Callable[[Pipeline], None] | None = None) -> None:  # fmt: skip
+        """XACK the entries in one pipeline (MULTI/EXEC with `transaction`), after `before(pipe)`'s commands."""
+        async with self.redis.pipeline(transaction=transaction) as pipe:
+            if before is not None:
+                before(pipe)
+            for stream, ids in acks.items():
+                ids = list(ids)
+                if ids:
+                    pipe.xack(stream, self.group, *ids)
+            await pipe.execute()
+
+    async def trim(self, streams: Iterable[str]) -> int:
+        """Entries removed; a failure is raised, and the next call trims what this one did not."""
+        removed = 0
+        for stream in streams:
+            removed += await self._trim(keys=[stream])
+        return removed
