@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 
 from edge.api import build_api
-from edge.health import health, ready
+from edge.health import dependencies, health, ready
 from edge.reports import ProviderReportRoutes
 from edge.state import EdgeState
 from edge.tracking import TrackingRoutes
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         routes=[
             Route("/health", health, methods=["GET", "HEAD"]),
             Route("/ready", ready, methods=["GET", "HEAD"]),
+            Route("/health/deps", dependencies, methods=["GET", "HEAD"]),
             Route("/metrics", state.metrics.endpoint, methods=["GET"]),
             # Provider reports: `/reports/...`, and `/hooks/...`, the path senders were given first.
             Route("/reports/{channel}/{provider}", reports.handle, methods=["POST"]),

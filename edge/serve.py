@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from pathlib import Path
 
 from tracker.config import Settings, SettingsError, settings_help
+from tracker.contract.exits import EXIT_USAGE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +34,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def port_taken(host: str, port: int) -> str | None:
+    """Why nothing new can listen on host:port (None: it is free).
+
+    Granian listens with SO_REUSEPORT, so a second edge on the same port would
+    share the traffic of the first without a word, and a port held by another
+    program ends in a Rust backtrace. A plain socket (SO_REUSEADDR only, which
+    Linux refuses while anything listens on the port) finds out first.
+    """
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot resolve {host}: {exc.strerror}"
+    family, kind, proto, _name, address = infos[0]  # the address Granian will bind
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = (exc.strerror or str(exc)).lower()
+            return reason + " (another edge or program holds it)" if exc.errno == errno.EADDRINUSE else reason
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -39,7 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         settings.require("redis_url", "database_url", "signing_keys")
     except SettingsError as exc:
         print(f"edge: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    taken = port_taken(args.host, args.port)
+    if taken:
+        print(f"edge: cannot listen on {args.host}:{args.port}: {taken}", file=sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Every worker writes its metric values here, so any worker's /metrics can sum them all.
     # Set before the workers start (they inherit it) and emptied: values from an earlier run would add up.

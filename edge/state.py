@@ -15,7 +15,7 @@ from edge.event_buffer import EventBuffer
 from edge.link_cache import link_cache
 from edge.metrics import EdgeMetrics
 from edge.request_facts import RequestFacts
-from edge.short_links import short_link_cache
+from edge.short_link_cache import short_link_cache
 from edge.spool import Spool
 from tracker.config import Settings
 from tracker.contract.events import EventIds
@@ -48,6 +48,7 @@ class EdgeState:
             retry=Retry(NoBackoff(), 0),
         )
         self.pg_pool: asyncpg.Pool | None = None
+        self.closing = False  # the lifespan is shutting down: /ready answers 503
         self.spool = Spool(settings.edge.spool_dir, settings.edge.spool_max_bytes, settings.edge.spool_fsync)
         self.events = EventBuffer(settings, self.redis, self.spool)
         pool = _LazyPool(self)
@@ -74,6 +75,7 @@ class EdgeState:
         log.info("edge worker ready: %r", self.settings)
 
     async def close(self) -> None:
+        self.closing = True
         await self.events.close()
         await self.metrics.close()
         if self.pg_pool is not None:

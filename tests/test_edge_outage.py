@@ -1,10 +1,14 @@
-"""Redis outages, full streams, a full spool, dead workers' spools, and SIGTERM: nothing accepted is lost."""
+"""Redis outages, full streams, Redis near its maxmemory, a full spool, dead workers' spools, and SIGTERM:
+nothing accepted is lost. Readiness while spooling, /health/deps, and an edge started on a taken port."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
+import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from edge.spool import Spool
-from tests.edge_helpers import real_edge, running_edge, stream_events, wait_for_events
+from tests.edge_helpers import edge_env, real_edge, running_edge, stream_events, wait_for_events
 from tracker.contract.events import Event, EventIds, encode_event
 from tracker.contract.keys import event_streams
 from tracker.contract.tokens import Channel, TokenKind, mint
@@ -124,7 +128,105 @@ async def test_a_full_spool_drops_loudly_and_the_pixel_still_answers(settings, p
         assert app.state.spool.size <= 4096
         assert app.state.spool.dropped > 0
         assert app.state.events.spooled > 0
-    assert any("is full" in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
+        ready = await http.get("/ready")  # spooling and no room: events would be lost here
+        assert ready.status_code == 503 and "full" in ready.json()["problems"][0]
+    full = [m for m in caplog.messages if "is full" in m and "dropped" in m]
+    assert len(full) == 1  # one line, not one per dropped batch
+
+
+async def test_ready_while_spooling_with_room_and_deps_say_why(settings, pg, free_port) -> None:
+    """A Redis outage must not make a load balancer pull the edge: /ready stays 200, /health/deps is 503."""
+    settings = settings.replace(redis_url=f"redis://127.0.0.1:{free_port}/0", redis_timeout_s=0.2)
+    message_id, _ = await create_message(pg, "email", "ready", [])
+    async with running_edge(settings) as (app, http):
+        for path in opens(settings, message_id, range(20)):
+            assert (await http.get(path)).status_code == 200
+        await wait_until(lambda: app.state.events.spooled == 20, what="events spooled")
+        ready = await http.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["ready"] is True and ready.json()["events"]["mode"] == "spool"
+        deps = await http.get("/health/deps")
+        assert deps.status_code == 503
+        body = deps.json()
+        assert body["redis"]["ok"] is False and body["postgres"]["ok"] is True
+        assert body["spool"]["mode"] == "spool" and "Redis write failed" in body["spool"]["reason"]
+        assert body["spool"]["writable"] is True and body["spool"]["bytes"] > 0
+        assert any(p.startswith("redis:") for p in body["problems"])
+
+
+async def test_deps_are_200_when_all_is_well_and_name_each_unreachable_one(settings, free_port) -> None:
+    async with running_edge(settings) as (_app, http):
+        deps = await http.get("/health/deps")
+        assert deps.status_code == 200 and deps.json()["ok"] is True
+        assert deps.json()["redis"]["used_memory"] > 0
+    settings = settings.replace(
+        redis_url=f"redis://127.0.0.1:{free_port}/0",
+        database_url=f"postgresql://postgres@127.0.0.1:{free_port}/none",
+        redis_timeout_s=0.2,
+    )
+    async with running_edge(settings) as (_app, http):
+        assert (await http.get("/ready")).status_code == 200  # nothing is being lost
+        deps = await http.get("/health/deps")
+        assert deps.status_code == 503
+        problems = deps.json()["problems"]
+        assert any(p.startswith("redis:") for p in problems)
+        assert any(p.startswith("postgres:") for p in problems)
+
+
+async def test_redis_near_its_maxmemory_makes_the_edge_spool_before_it_refuses(settings, pg, tmp_path, free_port):
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port, persist=False)
+    server.start()
+    client = Redis.from_url(server.url)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for n in range(20_000):
+                pipe.set(f"filler:{n}", "x" * 40)
+            await pipe.execute()
+        used = (await client.info("memory"))["used_memory"]
+        # Room for the filler and a little more: at 0.9 of it the edge must already be spooling.
+        await client.config_set("maxmemory", str(int(used * 1.05)))
+        settings = settings.replace(redis_url=server.url)
+        message_id, _ = await create_message(pg, "email", "memory", [])
+        async with running_edge(settings) as (app, http):
+            events = app.state.events
+            await wait_until(lambda: events.mode == "spool", what="spool mode from INFO memory")
+            assert "maxmemory" in events.reason and events.memory_full
+            for path in opens(settings, message_id, range(50)):
+                assert (await http.get(path)).status_code == 200
+            await wait_until(lambda: events.spooled == 50, what="events spooled")
+            assert events.redis_errors == 0 and events.written == 0  # Redis never had to refuse a write
+            assert await stream_events(client, settings) == []
+            assert (await http.get("/ready")).status_code == 200
+            deps = await http.get("/health/deps")
+            assert deps.status_code == 503 and any("memory" in p for p in deps.json()["problems"])
+
+            await client.flushdb()  # what the flusher's trimming and more memory do
+            await wait_until(lambda: events.mode == "redis", what="leaving spool mode under the ratio")
+            assert not events.memory_full
+            replayed = await wait_for_events(client, settings, 50)
+        assert sorted(e.profile_id for e in replayed) == list(range(50))
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+@pytest.mark.parametrize("reuse_port", [True, False], ids=["another-edge", "another-program"])
+def test_edge_refuses_a_port_in_use(settings, free_port, reuse_port) -> None:
+    with socket.socket() as holder:
+        if reuse_port:  # what Granian does: a second edge would share the port without a word
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", free_port))
+        holder.listen()
+        done = subprocess.run(
+            [sys.executable, "-m", "edge.serve", "--port", str(free_port)],
+            env=edge_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and f"127.0.0.1:{free_port}" in done.stderr
+    assert "in use" in done.stderr
 
 
 async def test_spool_of_a_dead_worker_is_replayed_and_removed(settings, redis) -> None:

@@ -249,14 +249,16 @@ async def test_health_and_ready(settings) -> None:
         assert body["ready"] is True and body["events"]["mode"] == "redis"
 
 
-async def test_ready_is_503_with_reasons_when_redis_and_postgres_are_unreachable(settings, free_port) -> None:
+async def test_deps_are_503_with_reasons_but_ready_stays_200_while_the_spool_has_room(settings, free_port) -> None:
     settings = settings.replace(
         redis_url=f"redis://127.0.0.1:{free_port}/0",
         database_url=f"postgresql://postgres@127.0.0.1:{free_port}/none",
         redis_timeout_s=0.2,
     )
     async with running_edge(settings) as (_app, client):
-        response = await client.get("/ready")
+        # Hits go to the spool and nothing is lost: a load balancer must keep sending them here.
+        assert (await client.get("/ready")).status_code == 200
+        response = await client.get("/health/deps")
         assert response.status_code == 503
         problems = response.json()["problems"]
         assert any(p.startswith("redis:") for p in problems)

@@ -28,6 +28,12 @@ class EdgeSettings(SettingsPart):
         int_range(1, 10**10),
         "stream entries (event batches) per shard above which the edge spools instead of adding to Redis",
     )
+    redis_memory_ratio: float = setting(
+        "TRACKER_REDIS_MEMORY_RATIO",
+        0.9,
+        float_range(0.05, 1.0),
+        "share of Redis' maxmemory from which the edge spools instead of adding to Redis (unused when maxmemory is 0)",
+    )
     batch_max_events: int = setting("TRACKER_BATCH_MAX_EVENTS", 512, int_range(1, 100_000), "XADD batch size")
     batch_max_bytes: int = setting("TRACKER_BATCH_MAX_BYTES", 262_144, int_range(1024, 64 * 2**20), "XADD batch bytes")
     batch_max_age_ms: float = setting(
