@@ -35,7 +35,7 @@ from bench.flusher_drain import make_events, push, seed
 from flusher.worker import Flusher
 from tracker.config import Settings
 from tracker.contract.schema import migrate
-from tracker.domain.hook_definitions import backlog_entries, create_groups, set_hooks_count
+from tracker.domain.hook_streams import backlog_entries, create_groups, set_hooks_count
 
 
 def serve_receiver(port: int) -> None:

@@ -47,7 +47,8 @@ from tracker.contract.keys import (
     hook_group,
     hook_replay_stream,
 )
-from tracker.domain.hook_definitions import compile_filter, create_groups
+from tracker.domain.hook_definitions import compile_filter
+from tracker.domain.hook_streams import create_groups
 from tracker.streams.consumer import Found, GroupConsumer, as_text, field_value
 from tracker.streams.retry import ANY_TRANSIENT, REDIS_TRANSIENT, Retry, Stopping
 

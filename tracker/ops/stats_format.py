@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# Before Redis 7 a group's unread entries are counted by reading them; past this many, "?" is shown.
-COUNT_UNREAD_UP_TO = 10_000
+# Before Redis 7 a group's unread entries are counted by reading them; past this many, "?" is shown
+# (the edge's /metrics counts the same way).
+from tracker.contract.snapshots import COUNT_UNREAD_UP_TO
 
 
 def table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
