@@ -49,7 +49,9 @@ class EdgeMetrics:
             "events_written": Counter("edge_events_written", "Events written to the streams", registry=registry),
             "events_spooled": Counter("edge_events_spooled", "Events written to the spool", registry=registry),
             "events_replayed": Counter("edge_events_replayed", "Spooled events replayed", registry=registry),
-            "spool_dropped": Counter("edge_spool_dropped", "Events dropped: the spool full or its disk failing", registry=registry),
+            "spool_dropped": Counter(
+                "edge_spool_dropped", "Events dropped: the spool full or its disk failing", registry=registry
+            ),
             "bad_tokens": Counter("edge_bad_tokens", "Requests with a bad or wrong-kind token", registry=registry),
             "unknown_links": Counter("edge_unknown_links", "Valid tokens for no known link", registry=registry),
             "lookup_errors": Counter("edge_lookup_errors", "Link lookups that failed", registry=registry),
