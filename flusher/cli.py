@@ -12,7 +12,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 from tracker.config import SHARED, Settings, SettingsError, settings_help
-from tracker.contract.exits import EXIT_OK, EXIT_USAGE
+from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+log = logging.getLogger("flusher")
 
 _DESCRIPTION = """\
 Read events from the Redis stream shards as a consumer of the group, store them
@@ -24,11 +26,16 @@ On start it applies missing schema migrations (FLUSHER_MIGRATE, --no-migrate),
 creates the consumer groups, re-reads its own pending entries, then takes new
 ones; entries idle longer than FLUSHER_CLAIM_IDLE_MS in other consumers are
 taken over. SIGTERM or SIGINT: the batch in hand is finished and acknowledged,
-then it exits 0. Redis or Postgres failures are retried with backoff.
+then it exits 0. Operational failures of Redis or Postgres (down, full,
+read-only, refusing connections) are retried with backoff and logged when they
+start and when they end; a fatal one (bad credentials, no such database, the
+schema missing) ends it with exit code 1 and one line saying why.
 
 Give each replica a stable --consumer name (e.g. the pod name) so that, after a
 restart, it picks up its own pending entries at once instead of waiting for the
-claim time. Liveness probe: `flusher --check` (same environment).
+claim time. Liveness probe: `flusher --check` (same environment); it fails when
+the flusher is gone, and also when it holds batches that have not moved for
+FLUSHER_HEARTBEAT_TTL_S.
 
 exit codes: 0 ok, 1 failed (or --check: no live heartbeat), 2 bad usage or settings"""
 
@@ -93,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flusher: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.migrate:
-        return asyncio.run(migrate(settings))
-    return _run(serve(settings, burst=args.burst))
+        return asyncio.run(_or_failed(migrate(settings)))
+    return _run(_or_failed(serve(settings, burst=args.burst)))
 
 
 async def migrate(settings: Settings) -> int:
@@ -103,6 +110,20 @@ async def migrate(settings: Settings) -> int:
     applied = await apply(settings.database_url)
     print("applied: " + (", ".join(applied) if applied else "nothing, the schema is current"))
     return EXIT_OK
+
+
+async def _or_failed(main: Coroutine[Any, Any, int]) -> int:
+    """`main`'s exit code; EXIT_FAILED with one line when it raised (a fatal error: no traceback)."""
+    from tracker.streams.retry import describe, fatal_hint, is_fatal
+
+    try:
+        return await main
+    except Exception as exc:
+        if is_fatal(exc):
+            log.error("fatal, exiting: %s (%s)", describe(exc), fatal_hint(exc))
+        else:
+            log.error("stopped on an unexpected error, exiting: %s", describe(exc), exc_info=exc)
+        return EXIT_FAILED
 
 
 async def serve(settings: Settings, burst: bool) -> int:

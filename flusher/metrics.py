@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 
 from tracker.contract.keys import CONSUMER_GROUP, flusher_metrics_key
 from tracker.contract.snapshots import CommitSeconds, FlusherMetricsSnapshot, encode
+from tracker.streams.retry import error_text, is_out_of_memory
 
 log = logging.getLogger("flusher.metrics")
 
@@ -146,6 +147,7 @@ class MetricsPublisher:
         self.key = flusher_metrics_key(prefix, metrics.consumer)
         self.ttl_ms = max(1, int(interval_s * 3 * 1000))
         self._last_error_log = float("-inf")
+        self._failing = False
         self.failures = 0
 
     async def run(self) -> None:
@@ -158,7 +160,16 @@ class MetricsPublisher:
         try:
             self.metrics.lag_s = await group_lag_s(self.redis, self.streams)
             snapshot = encode(self.metrics.snapshot())
-            await self.redis.set(self.key, snapshot, px=self.ttl_ms)
+            try:
+                await self.redis.set(self.key, snapshot, px=self.ttl_ms)
+            except RedisError as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                await self.redis.pexpire(self.key, self.ttl_ms)  # Redis is full: keep the last numbers shown
+                raise
+            if self._failing:  # said only after a failure that was logged: a pair of lines a minute at most
+                self._failing = False
+                log.info("publishing metrics to %s works again", self.key)
             return True
         except (RedisError, OSError) as exc:
             failure: BaseException = exc
@@ -168,6 +179,7 @@ class MetricsPublisher:
         now = time.monotonic()
         if now - self._last_error_log >= _ERROR_LOG_EVERY_S:
             self._last_error_log = now
-            log.warning("publishing metrics to %s failed (%d failures so far, logged once a minute): %r",
-                        self.key, self.failures, failure)  # fmt: skip
+            self._failing = True
+            log.warning("publishing metrics to %s failed (%d failures so far, logged once a minute): %s",
+                        self.key, self.failures, error_text(failure))  # fmt: skip
         return False

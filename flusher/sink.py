@@ -1,9 +1,10 @@
 """The Postgres sink: one transaction per batch (COPY, insert with dedupe, effects).
 
-`store(batch)` either commits the whole batch or raises a transient error with
-nothing committed, so the caller may acknowledge exactly when it returns. An
-event Postgres turns down for its content is found by splitting the batch and
-handed back as a fault; the rest is stored.
+`store(batch)` either commits the whole batch or raises with nothing committed
+(an operational error, to be retried; or a fatal one, a missing schema or
+privilege, that stops the flusher), so the caller may acknowledge exactly when
+it returns. An event Postgres turns down for its content is found by splitting
+the batch and handed back as a fault; the rest is stored.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from flusher import effects, partitions
 from flusher.batch import Batch
 from tracker.config import Settings
 from tracker.contract.events import TIMELESS_ID_PREFIX, Event
-from tracker.streams.retry import POSTGRES_TRANSIENT
+from tracker.streams.retry import POSTGRES_FATAL, POSTGRES_TRANSIENT
 
 log = logging.getLogger("flusher.sink")
 _json = msgspec.json.Encoder()
@@ -115,8 +116,8 @@ class PostgresSink:
         try:
             new = await self._store_events(conn, events)
             return Stored(new=new, duplicates=len(events) - new)
-        except POSTGRES_TRANSIENT:
-            raise
+        except (*POSTGRES_TRANSIENT, *POSTGRES_FATAL):
+            raise  # not the events' fault: retried, or the end of the flusher, never dead letters
         except asyncpg.PostgresError as exc:
             if len(events) == 1:
                 batch.reject(events[0].id, f"postgres refused it: {exc.__class__.__name__}: {exc}")

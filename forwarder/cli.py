@@ -23,9 +23,15 @@ doubling pauses and jitter (TRACKER_HOOKS_RETRY_MIN_S .. _MAX_S), set to
 kept until it is resumed through the API), and deliveries with events older than
 TRACKER_HOOKS_DEAD_LETTER_AFTER_S that still fail go to the hook's dead letters.
 
-SIGTERM or SIGINT: the deliveries in hand finish, then it exits 0. Give each
-replica a stable --consumer name so that a restart re-sends its own pending
-entries at once. Liveness probe: `hooks --check`.
+SIGTERM or SIGINT: the deliveries in hand finish, then it exits 0. Failures of
+Redis or Postgres that pass (down, full, read-only, refusing connections) are
+retried and logged when they start and when they end; a fatal one (bad
+credentials, no such database, the schema missing) ends it with exit code 1
+and one line saying why. Give each replica a stable --consumer name so that a
+restart re-sends its own pending entries at once. Liveness probe: `hooks
+--check`; it fails when the worker is gone, and also when a hook holds entries
+that have not moved for TRACKER_HOOKS_HEARTBEAT_TTL_S (Redis or Postgres stuck;
+a failing destination does not count).
 
 exit codes: 0 ok, 1 failed (--check: no live heartbeat; test: not delivered), 2 bad usage or settings"""
 
@@ -71,12 +77,21 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve(settings: Settings, burst: bool) -> int:
     from forwarder.worker import HooksWorker
+    from tracker.streams.retry import describe, fatal_hint, is_fatal
 
     worker = HooksWorker(settings, burst=burst)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.close)
-    await worker.run()
+    try:
+        await worker.run()
+    except Exception as exc:
+        log = logging.getLogger("hooks")
+        if is_fatal(exc):
+            log.error("fatal, exiting: %s (%s)", describe(exc), fatal_hint(exc))
+        else:
+            log.error("stopped on an unexpected error, exiting: %s", describe(exc), exc_info=exc)
+        return EXIT_FAILED
     return EXIT_OK
 
 

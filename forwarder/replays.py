@@ -20,7 +20,15 @@ from redis.asyncio import Redis
 
 from tracker.config import Settings
 from tracker.domain.hook_replays import JobLost, ReplayRun, claim_replay, fail_replay, note_error
-from tracker.streams.retry import ANY_TRANSIENT, POSTGRES_TRANSIENT
+from tracker.streams.retry import (
+    ANY_TRANSIENT,
+    FATAL,
+    POSTGRES_TRANSIENT,
+    Outage,
+    error_text,
+    is_fatal,
+    is_operational,
+)
 
 log = logging.getLogger("hooks")
 POLL_S = 1.0
@@ -46,13 +54,19 @@ class Replays:
         return finished
 
     async def loop(self, closing: asyncio.Event) -> None:
+        """Poll for jobs until `closing`; failures are logged once per outage, a fatal one is raised."""
+        outage = Outage(log, "replay jobs")
         while not closing.is_set():
             try:
                 await self.run_open_jobs(closing.is_set)
-            except ANY_TRANSIENT as exc:
-                log.warning("replay jobs: %r; trying again in %.0fs", exc, POLL_S)
-            except Exception:  # e.g. the schema is not migrated yet: keep polling, loudly
-                log.exception("replay jobs: unexpected failure; trying again in %.0fs", POLL_S)
+            except Exception as exc:
+                if is_fatal(exc):  # bad credentials, the schema missing: the worker stops with it
+                    raise
+                if not is_operational(exc) and not outage.failing:
+                    log.error("replay jobs: unexpected failure", exc_info=exc)
+                outage.failed(exc, f"polling again every {POLL_S:.0f}s")
+            else:
+                outage.recovered()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(closing.wait(), POLL_S)
 
@@ -72,10 +86,13 @@ class Replays:
                     log.info("replay %d to hook %d: no longer ours (taken over, or the hook deleted)", replay_id,
                              hook_id)  # fmt: skip
                     return False
+                except FATAL:
+                    raise  # bad credentials, the schema missing: the worker stops with it
                 except ANY_TRANSIENT as exc:
-                    log.warning("replay %d to hook %d: %r; it resumes from its place later", replay_id, hook_id, exc)
+                    log.warning("replay %d to hook %d: %s; it resumes from its place later", replay_id, hook_id,
+                                error_text(exc))  # fmt: skip
                     with contextlib.suppress(*POSTGRES_TRANSIENT):
-                        await note_error(write, replay_id, self.consumer, job["attempts"], f"{exc!r}")
+                        await note_error(write, replay_id, self.consumer, job["attempts"], error_text(exc))
                     return False
                 except Exception as exc:
                     log.exception("replay %d to hook %d failed", replay_id, hook_id)

@@ -15,7 +15,16 @@ the last error, and the hook moves on.
 
 Reading is tracker.streams.consumer's (the same reader as the flusher's);
 failures of Redis and Postgres, which are ours and not the destination's, are
-waited out with tracker.streams.retry and never counted against the hook.
+waited out with tracker.streams.retry (logged once when they start and once
+when they end) and never counted against the hook; a fatal one (bad
+credentials, no schema) ends the runner, and the worker with it. The runner's
+`progress` (entries in hand, and when they last moved) is what the worker's
+heartbeat follows; a backoff the destination asked for is not a stall. Dead
+consumers (idle, nothing pending) are removed from the hook's group at start
+and with each reclaim pass.
+
+Longer than most modules: reading, delivering, pausing and dead-lettering
+share one hook's state and read best together.
 """
 
 from __future__ import annotations
@@ -50,7 +59,17 @@ from tracker.contract.keys import (
 from tracker.domain.hook_definitions import compile_filter
 from tracker.domain.hook_streams import create_groups
 from tracker.streams.consumer import Found, GroupConsumer, as_text, field_value
-from tracker.streams.retry import ANY_TRANSIENT, REDIS_TRANSIENT, Retry, Stopping
+from tracker.streams.heartbeat import Progress
+from tracker.streams.retry import (
+    ANY_TRANSIENT,
+    REDIS_TRANSIENT,
+    Outage,
+    Retry,
+    Stopping,
+    error_text,
+    is_operational,
+    is_out_of_memory,
+)
 
 log = logging.getLogger("hooks")
 _POLL_MS = 500
@@ -92,7 +111,10 @@ class HookRunner:
         self.group = hook_group(definition.id)
         prefix, forwarder = settings.stream_prefix, settings.forwarder
         streams = [*committed_streams(prefix, settings.stream_shards), hook_replay_stream(prefix, definition.id)]
-        self.reader = GroupConsumer(redis, streams, self.group, consumer, claim_idle_ms=forwarder.claim_idle_ms)
+        # A consumer idle this long with nothing pending is a dead worker's: removed from the group.
+        forget_idle_ms = int(max(forwarder.claim_idle_ms, 2 * forwarder.heartbeat_ttl_s * 1000))
+        self.reader = GroupConsumer(redis, streams, self.group, consumer, claim_idle_ms=forwarder.claim_idle_ms,
+                                    forget_idle_ms=forget_idle_ms, log=log)  # fmt: skip
         self.streams = self.reader.streams
         self.dead_letter = hook_dead_letter_stream(prefix, definition.id)
         self.destination: Destination = open_destination(definition.destination)
@@ -102,7 +124,9 @@ class HookRunner:
         self.closing = False
         self._next_claim = 0.0 if burst else time.monotonic() + forwarder.claim_idle_ms / 1000
         self.outcome = Outcome()
+        self.progress = Progress()  # entries in hand and when they last moved: the worker's heartbeat follows it
         hook = f"hook {definition.id}: "
+        self._trimming = Outage(log, "Redis: trim", hook)
         # Redis and Postgres are ours, not the destination's: their failures are waited out, never counted.
         self.retry = Retry(forwarder.retry_min_s, forwarder.retry_max_s, log=log, prefix=hook,
                            closing=lambda: 0.0 if self.closing else None, sleep=self._wait)  # fmt: skip
@@ -128,7 +152,11 @@ class HookRunner:
 
     async def run(self) -> None:
         try:
-            await self._create_groups()
+            try:
+                await self.read_retry.run("Redis: create the hook's groups", self._create_groups, REDIS_TRANSIENT)
+            except Stopping:
+                return
+            await self._forget_dead_consumers()
             while not self.closing:
                 if self.definition.state != "active":
                     if self.burst:
@@ -144,10 +172,13 @@ class HookRunner:
                     if self.burst and reading_new:
                         return
                     continue
+                self.progress.took()
                 try:
                     await self._handle(found)
                 except Stopping:
                     self.reader.reread_own_pending()  # re-read them when going on
+                finally:
+                    self.progress.done()
         finally:
             await self.destination.close()
 
@@ -167,7 +198,23 @@ class HookRunner:
         return await self.reader.read(count, None if self.burst else _POLL_MS)
 
     async def _create_groups(self) -> None:
-        await create_groups(self.redis, self.settings.stream_prefix, self.settings.stream_shards, self.hook_id)
+        try:
+            await create_groups(self.redis, self.settings.stream_prefix, self.settings.stream_shards, self.hook_id)
+        except ResponseError as exc:
+            # A full Redis refuses XGROUP CREATE even for a group that exists: fine when all of them do.
+            if not is_out_of_memory(exc):
+                raise
+            for stream in self.streams:
+                if not await self.reader.has_group(stream):
+                    raise
+
+    async def _forget_dead_consumers(self) -> None:
+        try:
+            await self.reader.forget_dead_consumers()
+        except Exception as exc:  # housekeeping: the reclaim passes do it again
+            if not is_operational(exc):
+                raise
+            log.debug("hook %d: removing dead consumers failed: %s", self.hook_id, error_text(exc))
 
     # -- one read: select, deliver, acknowledge -----------------------------------------------
 
@@ -184,7 +231,7 @@ class HookRunner:
                 try:
                     events.extend(decode_batch(payload))
                 except Exception as exc:  # written by the flusher, so not expected: log and skip it
-                    log.error("hook %d: undecodable entry %s %s: %r", self.hook_id, stream, entry_id, exc)
+                    log.error("hook %d: undecodable entry %s %s: %s", self.hook_id, stream, entry_id, error_text(exc))
                     continue
                 entry_ms = int(as_text(entry_id).split("-", 1)[0])
                 oldest_ms = entry_ms if oldest_ms is None else min(oldest_ms, entry_ms)
@@ -195,11 +242,15 @@ class HookRunner:
             delivery = Delivery(self.hook_id, f"{self.hook_id}-{tag}-{number}", selected[start : start + size])
             await self._deliver(delivery, oldest_ms or 0)
         await self.retry.run("Redis: acknowledge", lambda: self.reader.acknowledge(acks), ANY_TRANSIENT)
-        for stream in acks:
-            try:
-                await self.reader.trim([stream])
-            except (*REDIS_TRANSIENT, ResponseError) as exc:
-                log.warning("hook %d: trimming %s failed (%r); the next read trims again", self.hook_id, stream, exc)
+        self.progress.moved()
+        try:
+            await self.reader.trim(list(acks))
+        except Exception as exc:
+            if not is_operational(exc):
+                raise
+            self._trimming.failed(exc, "the next read trims again")
+        else:
+            self._trimming.recovered()
 
     async def _select(self, events: list[Event]) -> list[Event]:
         spec = self.definition.filter
@@ -218,13 +269,15 @@ class HookRunner:
                 raise Stopping("deliver")
             started = time.perf_counter()
             try:
-                await self.destination.send(delivery)
+                with self.progress.idle():  # the destination's time (bounded by its own timeout), not a stall of ours
+                    await self.destination.send(delivery)
             except DeliveryFailed as exc:
                 error = str(exc)
             except Exception as exc:  # a destination bug must not kill the worker: retried as a failure
                 log.exception("hook %d: destination raised", self.hook_id)
                 error = f"{type(exc).__name__}: {exc}"
             else:
+                self.progress.moved()
                 self.failures = 0
                 self.outcome.delivered += len(delivery.events)
                 self.outcome.deliveries += 1
@@ -253,7 +306,8 @@ class HookRunner:
             left = f"{limit - self.failures} before it is paused" if limit else "no limit"
             log.warning("hook %d: delivery %s failed: %s; try %d in %.2fs (%s)",
                         self.hook_id, delivery.batch_id, error, tries + 1, delay, left)  # fmt: skip
-            await self._wait(delay)
+            with self.progress.idle():  # the destination's backoff, not a stall of ours
+                await self._wait(delay)
 
     async def _dead_letter(self, delivery: Delivery, error: str, tries: int) -> None:
         payload = encode_batch([encode_event(event) for event in delivery.events])

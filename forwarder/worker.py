@@ -7,7 +7,19 @@ deleted one has its runner stopped. The worker also answers test requests from
 the API (one sample event through a hook's destination) and keeps a heartbeat.
 
 `close()` (SIGTERM) stops every runner after the delivery in hand; nothing
-unacknowledged is lost, it stays pending in the hook's group.
+unacknowledged is lost, it stays pending in the hook's group. Every wait of
+the shutdown is bounded.
+
+Operational failures of Redis and Postgres are retried and logged once when
+they start and once when they end. A fatal one (bad credentials, no such
+database, the schema missing), in the worker or in any runner, stops the
+worker: `run()` raises it and `hooks` exits 1 with one line. The heartbeat
+follows the runners' progress: a runner holding entries that have not moved
+for a heartbeat TTL (its Redis or Postgres stuck) lets it lapse, so
+`hooks --check` fails.
+
+Longer than most modules: the runners' lifecycle, the helper tasks and the
+bounded shutdown decide together when the worker stops.
 """
 
 from __future__ import annotations
@@ -41,12 +53,24 @@ from tracker.contract.keys import (
 from tracker.contract.snapshots import ForwarderHeartbeatFacts, ForwarderMetricsSnapshot, HookMetrics, encode
 from tracker.domain.hook_definitions import TestReply, TestRequest, sample_event
 from tracker.streams.consumer import open_redis
-from tracker.streams.heartbeat import Heartbeat, default_consumer_name
-from tracker.streams.retry import ANY_TRANSIENT, REDIS_TRANSIENT, Retry
+from tracker.streams.heartbeat import Heartbeat, default_consumer_name, most_stalled
+from tracker.streams.retry import (
+    ANY_TRANSIENT,
+    REDIS_TRANSIENT,
+    Outage,
+    Retry,
+    Stopping,
+    describe,
+    is_fatal,
+    is_operational,
+    is_out_of_memory,
+)
+from tracker.streams.tasks import TimedOut, bounded, stop_tasks
 
 log = logging.getLogger("hooks")
 _VERSION_POLL_S = 0.5
 _STOP_GRACE_S = 10.0
+_CLOSE_TIMEOUT_S = 2.0
 _decode_request = msgspec.json.Decoder(TestRequest).decode
 
 
@@ -70,9 +94,12 @@ class HooksWorker:
         self.metrics_key, self.workers_key = forwarder_metrics_key(prefix, self.consumer), forwarders_set_key(prefix)
         self.heartbeat = Heartbeat(self.redis, forwarder_heartbeat_key(prefix, self.consumer),
                                    settings.forwarder.heartbeat_ttl_s, self._heartbeat_facts, also=self._publish,
-                                   log=log)  # fmt: skip
-        # Redis and Postgres failures are waited out (the worker's own; the runners have theirs).
-        self.retry = Retry(settings.forwarder.retry_min_s, settings.forwarder.retry_max_s, log=log)
+                                   keep=(self.metrics_key,), stalled_for=self._stalled_for, log=log)  # fmt: skip
+        # Redis and Postgres failures are waited out (the worker's own; the runners have theirs), until closing.
+        self.retry = Retry(settings.forwarder.retry_min_s, settings.forwarder.retry_max_s, log=log,
+                           closing=lambda: 0.0 if self._closing.is_set() else None,
+                           sleep=self._sleep)  # fmt: skip
+        self.failure: BaseException | None = None  # what stopped the worker (fatal), raised by run()
 
     def close(self) -> None:
         """Stop after the deliveries in hand (safe from a signal handler); `run()` then returns."""
@@ -84,59 +111,99 @@ class HooksWorker:
 
     async def run(self) -> None:
         log.info("hooks worker %s starting%s", self.consumer, " (burst)" if self.burst else "")
-        self.pool = await self.retry.run("Postgres: connect", lambda: asyncpg.create_pool(
-            self.settings.database_url, min_size=1, max_size=6, timeout=10), ANY_TRANSIENT)  # fmt: skip
-        self.replays = Replays(self.settings, self.redis, self.pool, self.consumer)
-        helpers = [] if self.burst else [
-            asyncio.create_task(_logged("heartbeat", self._heartbeat_loop())),
-            asyncio.create_task(_logged("test deliveries", self._test_loop())),
-            asyncio.create_task(_logged("replay jobs", self.replays.loop(self._closing))),
-        ]
+        helpers: list[asyncio.Task] = []
         try:
+            self.pool = await self.retry.run("Postgres: connect", lambda: asyncpg.create_pool(
+                self.settings.database_url, min_size=1, max_size=6, timeout=10), ANY_TRANSIENT)  # fmt: skip
+            self.replays = Replays(self.settings, self.redis, self.pool, self.consumer)
+            await self.retry.run("Redis: connect", self.redis.ping)  # bad credentials end it here
+            if not self.burst:
+                helpers = [
+                    asyncio.create_task(self._helper("heartbeat", self._heartbeat_loop())),
+                    asyncio.create_task(self._helper("test deliveries", self._test_loop())),
+                    asyncio.create_task(self._helper("replay jobs", self.replays.loop(self._closing))),
+                ]
             if self.burst:  # the replays asked for so far, on the replay streams before the runners read them
                 await self.retry.run("replay jobs", lambda: self.replays.run_open_jobs(self._closing.is_set),
                                      ANY_TRANSIENT)  # fmt: skip
-            await self.reload()
+            await self.retry.run("Postgres: load hook definitions", self.reload, ANY_TRANSIENT)
             if self.burst:
                 await asyncio.gather(*(task for _runner, task in self.runners.values()))
-                return
-            next_reload = time.monotonic() + self.settings.forwarder.reload_s
-            while not self._closing.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._closing.wait(), _VERSION_POLL_S)
-                if self._closing.is_set():
-                    break
-                try:
-                    version = await self.redis.get(hooks_version_key(self.settings.stream_prefix))
-                except REDIS_TRANSIENT as exc:
-                    log.warning("Redis: reading the hooks version failed: %r", exc)
-                    continue
-                if version != self._version or time.monotonic() >= next_reload:
-                    next_reload = time.monotonic() + self.settings.forwarder.reload_s
-                    self._version = version
-                    try:
-                        await self.reload()
-                    except ANY_TRANSIENT as exc:
-                        log.warning("reloading hook definitions failed: %r", exc)
+            else:
+                await self._watch()
+        except Stopping:
+            pass
         finally:
-            self.close()
-            for task in helpers:
-                task.cancel()
-            await self._stop_runners(list(self.runners))
-            # A helper that died of a bug must not skip the clean-up below (it was logged where it died).
-            await asyncio.gather(*helpers, return_exceptions=True)
-            await self.heartbeat.forget(self.metrics_key)
-            with contextlib.suppress(*REDIS_TRANSIENT):
-                await self.redis.srem(self.workers_key, self.consumer)
-            await self.pool.close()
-            await self.redis.aclose()
-            log.info("hooks worker %s stopped: %d events delivered", self.consumer, self.delivered)
+            await self._clean_up(helpers)
+        if self.failure is not None:
+            raise self.failure
+
+    async def _watch(self) -> None:
+        """Reload the definitions when the version key changes, and every TRACKER_HOOKS_RELOAD_S."""
+        version_outage = Outage(log, "Redis: read the hooks version")
+        reload_outage = Outage(log, "reload the hook definitions")
+        next_reload = time.monotonic() + self.settings.forwarder.reload_s
+        while not self._closing.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closing.wait(), _VERSION_POLL_S)
+            if self._closing.is_set():
+                break
+            try:
+                version = await self.redis.get(hooks_version_key(self.settings.stream_prefix))
+            except Exception as exc:
+                if not is_operational(exc, REDIS_TRANSIENT):  # e.g. the credentials no longer accepted
+                    raise
+                version_outage.failed(exc, "trying again")
+                continue
+            version_outage.recovered()
+            if version != self._version or time.monotonic() >= next_reload:
+                next_reload = time.monotonic() + self.settings.forwarder.reload_s
+                self._version = version
+                try:
+                    await self.reload()
+                except Exception as exc:
+                    if not is_operational(exc):
+                        raise
+                    reload_outage.failed(exc, "trying again at the next reload")
+                else:
+                    reload_outage.recovered()
+
+    async def _clean_up(self, helpers: list[asyncio.Task]) -> None:
+        """Stop everything, each wait bounded: a stuck call is left behind rather than holding up the exit."""
+        self.close()
+        await stop_tasks(helpers, _CLOSE_TIMEOUT_S, what="helper tasks", log=log)
+        await self._stop_runners(list(self.runners))
+        await self.heartbeat.forget(self.metrics_key, timeout_s=_CLOSE_TIMEOUT_S)
+        with contextlib.suppress(Exception):
+            await bounded(self.redis.srem(self.workers_key, self.consumer), _CLOSE_TIMEOUT_S)
+        if self.pool is not None:
+            try:
+                await bounded(self.pool.close(), _STOP_GRACE_S)
+            except (TimedOut, Exception):
+                self.pool.terminate()
+        with contextlib.suppress(Exception):
+            await bounded(self.redis.aclose(), _CLOSE_TIMEOUT_S)
+        log.info("hooks worker %s stopped: %d events delivered", self.consumer, self.delivered)
+
+    def _fail(self, exc: BaseException) -> None:
+        """A fatal error somewhere: the worker stops, and `run()` raises it."""
+        if self.failure is None:
+            self.failure = exc
+        self.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), seconds)
 
     async def reload(self) -> None:
         assert self.pool is not None
         definitions = await load_hooks(self.pool)
         # Heals the flusher's switch if Redis lost it (not bumping the version: no reload loop).
-        await self.redis.set(hooks_count_key(self.settings.stream_prefix), len(definitions))
+        try:
+            await self.redis.set(hooks_count_key(self.settings.stream_prefix), len(definitions))
+        except Exception as exc:
+            if not is_out_of_memory(exc):  # Redis full: the switch it has is kept, healing waits for room
+                raise
         gone = [hook_id for hook_id in self.runners if hook_id not in definitions]
         changed = [hook_id for hook_id, (runner, _t) in self.runners.items()
                    if hook_id in definitions and runner.definition.version != definitions[hook_id].version]  # fmt: skip
@@ -157,33 +224,38 @@ class HooksWorker:
             await runner.run()
         except asyncio.CancelledError:
             raise
-        except Exception:
-            log.exception("hook %d: runner failed; it restarts at the next reload", runner.hook_id)
+        except Exception as exc:
+            if is_fatal(exc):
+                self._fail(exc)
+                return
+            log.error("hook %d: runner failed (%s); it restarts at the next reload", runner.hook_id, describe(exc),
+                      exc_info=exc)  # fmt: skip
             self.runners.pop(runner.hook_id, None)
 
     async def _stop_runners(self, hook_ids: list[int]) -> None:
         stopping = [self.runners.pop(hook_id) for hook_id in hook_ids if hook_id in self.runners]
         for runner, _task in stopping:
             runner.close()
-        tasks = [task for _runner, task in stopping]
-        if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=_STOP_GRACE_S)
-            for task in late:  # a send stuck past its own timeout: its events stay pending
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        # A send stuck past its own timeout is cancelled and left behind: its events stay pending.
+        await stop_tasks([task for _runner, task in stopping], _STOP_GRACE_S, what="hook runners", log=log,
+                         cancel=False)  # fmt: skip
 
     # -- test deliveries -------------------------------------------------------------------
 
     async def _test_loop(self) -> None:
         key = hook_test_requests_key(self.settings.stream_prefix)
         tests: set[asyncio.Task] = set()
+        outage = Outage(log, "Redis: wait for test requests")
         while True:
             try:
                 popped = await self.redis.blpop([key], timeout=1)
-            except REDIS_TRANSIENT as exc:
-                log.warning("Redis: waiting for test requests failed: %r", exc)
+            except Exception as exc:
+                if not is_operational(exc, REDIS_TRANSIENT):
+                    raise
+                outage.failed(exc, "trying again every second")
                 await asyncio.sleep(1)
                 continue
+            outage.recovered()
             if popped:
                 task = asyncio.create_task(self._answer_test(_decode_request(popped[1])))
                 tests.add(task)
@@ -209,6 +281,10 @@ class HooksWorker:
     async def _heartbeat_loop(self) -> None:
         await self._forget_dead_workers()
         await self.heartbeat.run()
+
+    def _stalled_for(self) -> float:
+        """The longest a runner has held entries without moving them (0: none is stuck)."""
+        return most_stalled(runner.progress for runner, _task in list(self.runners.values()))
 
     def _heartbeat_facts(self) -> ForwarderHeartbeatFacts:
         return ForwarderHeartbeatFacts(consumer=self.consumer, pid=os.getpid(), at=time.time(),
@@ -245,14 +321,18 @@ class HooksWorker:
                 await self.redis.srem(workers_key, *dead)
 
 
-async def _logged(what: str, work: Awaitable[None]) -> None:
-    try:
-        await work
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("hooks worker: %s stopped on an unexpected error", what)
-        raise
+    async def _helper(self, what: str, work: Awaitable[None]) -> None:
+        """Run a helper task; a fatal error stops the worker, any other is logged where it ends the helper."""
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if is_fatal(exc):
+                self._fail(exc)
+                return
+            log.exception("hooks worker: %s stopped on an unexpected error", what)
+            raise
 
 
 async def deliver_sample(definition: HookDefinition, ids: EventIds) -> TestReply:

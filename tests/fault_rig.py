@@ -249,7 +249,12 @@ class Rig:
             await asyncio.sleep(0.5)
             used = (await client.info("memory"))["used_memory"]
             await client.config_set("maxmemory-policy", "noeviction")
-            await client.config_set("maxmemory", used + headroom)
+            await client.config_set("maxmemory", max(1, used + headroom))
+
+    async def free_redis(self) -> None:
+        """Delete what `fill_redis` added (DEL works on a full Redis)."""
+        async with self.client() as client:
+            await client.delete(*(f"filler:{number}" for number in range(64)))
 
     async def dropped(self) -> int:
         """Events the edge counted as dropped (`edge_spool_dropped_total` in /metrics)."""

@@ -6,19 +6,25 @@ import asyncio
 import itertools
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from redis.asyncio import Redis
+from redis.exceptions import OutOfMemoryError
 
 from flusher.worker import Flusher
 from tracker.config import Settings
 from tracker.contract.events import Event, EventIds, encode_batch, encode_event
 from tracker.contract.keys import ENTRY_FIELD, event_stream, shard_for
 from tracker.domain.link_tables import Link, create_message
+from tracker.ops.embedded import EmbeddedRedis
 
 _ids = EventIds()
 _emails = itertools.count()
@@ -256,3 +262,92 @@ class Workload:
         expected, actual = self.expected(soft_bounce_limit), await self.actual(pg)
         for part in expected:
             assert actual[part] == expected[part], f"{part} differ"
+
+
+# -- a flusher as a process, and the database as an administrator sees it -----------------------
+
+
+def start_flusher(settings: Settings, *args: str, **variables: str) -> subprocess.Popen:
+    """`flusher` in a process of its own; its log goes to a file (a pipe nobody reads could fill and block it)."""
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen([*FLUSHER_COMMAND, *args], env=flusher_env(settings, **variables),
+                               stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def log_of(process: subprocess.Popen) -> str:
+    process.log.seek(0)  # type: ignore[attr-defined]
+    return process.log.read().decode(errors="replace")  # type: ignore[attr-defined]
+
+
+async def wait_exit(process: subprocess.Popen, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"still running after {timeout}s; its log ends:\n{log_of(process)[-3000:]}")
+        await asyncio.sleep(0.02)
+    return process.returncode
+
+
+def check(settings: Settings, consumer: str, command: list[str] = FLUSHER_COMMAND) -> int:
+    """`flusher --check` (or another program's) for `consumer`: its exit code."""
+    return subprocess.run([*command, "--check", "--consumer", consumer], env=flusher_env(settings),
+                          capture_output=True, timeout=30).returncode  # fmt: skip
+
+
+END_SESSIONS = ("select pg_terminate_backend(pid) from pg_stat_activity"
+                " where datname = '{name}' and pid <> pg_backend_pid()")  # fmt: skip
+
+
+async def admin(database_url: str, *statements: str) -> None:
+    """Run statements as an administrator, from another database than `database_url`'s ({db}, {name}: its name)."""
+    name = database_url.rsplit("/", 1)[1]
+    conn = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    try:
+        for statement in statements:
+            await conn.execute(statement.replace("{db}", f'"{name}"').replace("{name}", name))
+    finally:
+        await conn.close()
+
+
+# -- a Redis at maxmemory ---------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def redis_to_fill(tmp_path: Path, port: int) -> AsyncIterator[Redis]:
+    """A redis-server of its own (noeviction, no persistence), to be filled with `fill`."""
+    server = EmbeddedRedis(tmp_path / "redis", port=port, persist=False,
+                           extra_args=("--maxmemory-policy", "noeviction"))  # fmt: skip
+    server.start()
+    client = Redis.from_url(server.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        server.stop()
+
+
+async def fill(client: Redis, headroom: int = 1024) -> None:
+    """Many small keys (a big one leaves a query buffer counted, then freed), then maxmemory just above
+    (a negative `headroom`: below, so that Redis stays full whatever it frees); checks that a write is refused."""
+    async with client.pipeline(transaction=False) as pipe:
+        for number in range(400):
+            pipe.set(f"filler:{number}", b"x" * (8 << 10))
+        await pipe.execute()
+    await asyncio.sleep(0.2)
+    used = (await client.info("memory"))["used_memory"]
+    await client.config_set("maxmemory", used + headroom)
+    try:
+        for number in range(64):
+            await client.set(f"more:{number}", b"x" * (8 << 10))
+    except OutOfMemoryError:
+        return
+    raise AssertionError("Redis took every write: not full")
+
+
+def url_of(client: Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/0"

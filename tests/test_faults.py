@@ -143,15 +143,20 @@ async def test_redis_at_maxmemory_with_the_flusher_behind(rig: Rig) -> None:
     rig.start_redis()
     await rig.prepare()
     await rig.start_edge()
-    await rig.fill_redis(headroom=64 << 10)  # the edge's streams reach the limit within the load
-    hits = await rig.load(seconds=20, rate=300)
-    async with rig.client() as client:
-        memory = await client.info("memory")
-    assert await rig.metric("edge_events_spooled_total") > 0, f"Redis never filled up: {memory['used_memory']}"
-    rig.start_flusher("flusher-1")  # starts while Redis is full: it must still create its groups and drain
+    hits = await rig.load(seconds=5, rate=300)  # a backlog in the streams: no flusher runs yet
+    await rig.fill_redis(headroom=0)  # another tenant fills Redis up to its maxmemory: writes are refused
+    hits += await rig.load(seconds=10, rate=300)
+    assert await rig.metric("edge_events_spooled_total") > 0, "the edge never spooled: Redis was not full"
+    rig.start_flusher("flusher-1")  # starts while Redis is full: it must still make its group and drain
+    await wait_for(lambda: _stored_at_least(rig, 1), 60, "the flusher to store from a full Redis")
+    await rig.free_redis()  # the operator frees memory: the edge replays its spool
     cleared = time.monotonic()
     outcome = Outcome("Redis at maxmemory, flusher behind", hits=hits)
     assert_exact(await rig.settle(outcome, cleared, timeout=120), rig)
+
+
+async def _stored_at_least(rig: Rig, count: int) -> bool:
+    return (await rig.rows())[0] >= count
 
 
 async def spool_overflow(rig: Rig, scenario: str) -> None:

@@ -3,15 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
+import logging
+import time
 
+import asyncpg
 import msgspec
 import pytest
-from redis.exceptions import ConnectionError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    TimeoutError,
+)
 
 from tracker.contract.snapshots import FlusherHeartbeatFacts, FlusherMetricsSnapshot, decode, encode
 from tracker.streams.consumer import GroupConsumer, as_text, field_value, open_redis
-from tracker.streams.heartbeat import Heartbeat
-from tracker.streams.retry import POSTGRES_TRANSIENT, REDIS_TRANSIENT, Retry, Stopping
+from tracker.streams.heartbeat import Heartbeat, Progress
+from tracker.streams.retry import (
+    POSTGRES_TRANSIENT,
+    REDIS_TRANSIENT,
+    Outage,
+    Retry,
+    Stopping,
+    classify,
+    describe,
+    is_operational,
+    is_out_of_memory,
+)
+from tracker.streams.tasks import TimedOut, bounded, stop_tasks
 
 
 @pytest.fixture
@@ -156,16 +180,92 @@ def failing(errors: list[BaseException], result: str = "done"):
     return operation, calls
 
 
-async def test_a_transient_failure_is_retried_with_doubling_pauses_until_it_succeeds(caplog):
+async def test_a_transient_failure_is_retried_with_doubling_pauses_and_logged_once_per_change_of_state(caplog):
+    caplog.set_level(logging.DEBUG, logger="tracker.streams")
     pauses = Pauses()
     retry = Retry(0.1, 0.3, sleep=pauses)
-    operation, calls = failing([ConnectionError("down"), TimeoutError(), OSError("reset"), ConnectionError("x")])
+    errors: list[BaseException] = [ConnectionError("down"), TimeoutError(), OSError("reset"),
+                                   OutOfMemoryError("command not allowed when used memory > 'maxmemory'."),
+                                   ConnectionError("x")]  # fmt: skip
+    operation, calls = failing(errors)
     dropped = []
     assert await retry.run("Redis: read", operation, REDIS_TRANSIENT, on_failure=lambda: dropped.append(1)) == "done"
-    assert len(calls) == 5 and len(dropped) == 4
-    assert pauses.taken == [0.1, 0.2, 0.3, 0.3]
-    assert "Redis: read failed: " in caplog.text and "; try 2 in 0.10s" in caplog.text
-    assert "try 5 in 0.30s" in caplog.text
+    assert len(calls) == 6 and len(dropped) == 5
+    assert pauses.taken == [0.1, 0.2, 0.3, 0.3, 0.3]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    # Five failures: one warning naming the operation and the error, one line at the recovery.
+    assert warnings == ["Redis: read failed: ConnectionError: down; retrying with backoff, logging again when it "
+                        "recovers"]  # fmt: skip
+    assert len(infos) == 1 and infos[0].startswith("Redis: read recovered after ") and infos[0].endswith(" 6 tries")
+    # An operation that never fails says nothing.
+    caplog.clear()
+    assert await retry.run("Redis: read", failing([])[0]) == "done"
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+
+
+def test_a_long_outage_is_reminded_at_most_once_a_minute(caplog):
+    caplog.set_level(logging.INFO, logger="t")
+    now = [0.0]
+    outage = Outage(logging.getLogger("t"), "Postgres: store a batch of 10", clock=lambda: now[0])
+    outage.recovered()  # nothing failed: nothing to say
+    for second in range(0, 150):
+        now[0] = float(second)
+        outage.failed(ConnectionRefusedError(111, "Connection refused"))
+    now[0] = 151.0
+    outage.recovered()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in lines] == ["WARNING", "WARNING", "WARNING", "INFO"]
+    assert lines[0][1].startswith("Postgres: store a batch of 10 failed: ConnectionRefusedError: [Errno 111]")
+    assert lines[1][1].startswith("Postgres: store a batch of 10 still failing after 60s and 61 tries")
+    assert lines[3][1] == "Postgres: store a batch of 10 recovered after 151.0s and 151 tries"
+    assert not outage.failing
+
+
+def test_failures_are_operational_fatal_or_other():
+    operational = [
+        ConnectionError("refused"), TimeoutError(), BusyLoadingError("loading"), OutOfMemoryError("OOM"),
+        ReadOnlyError("READONLY You can't write against a read only replica."), ConnectionResetError(),
+        ResponseError("Error running script: @user_script:1: -OOM command not allowed when used memory"),
+        ResponseError("MASTERDOWN Link with MASTER is down"), builtins.TimeoutError(),
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.ObjectNotInPrerequisiteStateError('database "x" is not currently accepting connections'),
+        asyncpg.ReadOnlySQLTransactionError("cannot execute INSERT in a read-only transaction"),
+        asyncpg.TooManyConnectionsError("sorry, too many clients already"), asyncpg.AdminShutdownError("bye"),
+        asyncpg.ConnectionDoesNotExistError("closed"), asyncpg.DeadlockDetectedError("deadlock"),
+        asyncpg.InterfaceError("connection is closed"), asyncpg.QueryCanceledError("statement timeout"),
+    ]  # fmt: skip
+    fatal = [
+        asyncpg.InvalidPasswordError("password authentication failed"),
+        asyncpg.InvalidAuthorizationSpecificationError('role "x" does not exist'),
+        asyncpg.InvalidCatalogNameError('database "x" does not exist'),
+        asyncpg.UndefinedTableError('relation "events" does not exist'),
+        AuthenticationError("invalid username-password pair"), NoPermissionError("NOPERM"),
+    ]  # fmt: skip
+    other = [ValueError("a bug"), ResponseError("WRONGTYPE Operation against a key"), asyncpg.DataError("bad"),
+             ResponseError("BUSYGROUP Consumer Group name already exists")]  # fmt: skip
+    assert [classify(exc) for exc in operational] == ["operational"] * len(operational)
+    assert [classify(exc) for exc in fatal] == ["fatal"] * len(fatal)
+    assert [classify(exc) for exc in other] == ["other"] * len(other)
+    # An authentication failure is a ConnectionError to redis-py: fatal all the same, never retried.
+    assert not is_operational(AuthenticationError("x"), REDIS_TRANSIENT)
+    assert is_out_of_memory(ResponseError("Error running script (call to f_1): @user_script:1: -OOM command not"))
+    assert not is_out_of_memory(ResponseError("ERR no such key"))
+
+
+async def test_a_fatal_failure_is_raised_at_once_with_what_was_being_done():
+    pauses = Pauses()
+    operation, calls = failing([asyncpg.UndefinedTableError('relation "events" does not exist')])
+    with pytest.raises(asyncpg.UndefinedTableError) as raised:
+        await Retry(0.1, 1.0, sleep=pauses, prefix="hook 3: ").run("Postgres: maintenance", operation,
+                                                                    POSTGRES_TRANSIENT)  # fmt: skip
+    assert len(calls) == 1 and pauses.taken == []
+    expected = 'hook 3: Postgres: maintenance: UndefinedTableError: relation "events" does not exist'
+    assert describe(raised.value) == expected
+    operation, calls = failing([AuthenticationError("invalid username-password pair")])
+    with pytest.raises(AuthenticationError):
+        await Retry(0.1, 1.0, sleep=pauses).run("Redis: read", operation, REDIS_TRANSIENT)
+    assert len(calls) == 1 and pauses.taken == []
 
 
 async def test_a_failure_that_is_not_transient_is_raised_at_once():
@@ -183,15 +283,21 @@ async def _never() -> None:
     raise AssertionError("not a NOGROUP reply")
 
 
-async def test_a_lost_group_is_made_again_then_the_operation_retried():
+async def test_a_lost_group_is_made_again_then_the_operation_retried_at_once():
     made = []
 
     async def regroup() -> None:
         made.append(1)
 
+    pauses = Pauses()
     operation, calls = failing([ResponseError("NOGROUP No such key 'x' or consumer group 'g'")])
-    assert await Retry(0.01, 0.01, sleep=Pauses(), regroup=regroup).run("Redis: read", operation) == "done"
+    assert await Retry(5.0, 10.0, sleep=pauses, regroup=regroup).run("Redis: read", operation) == "done"
     assert made == [1] and len(calls) == 2
+    assert pauses.taken == []  # no backoff after Redis came back without the groups
+    # NOGROUP again right after making them: then it waits like any failure (no busy loop).
+    operation, calls = failing([ResponseError("NOGROUP x")] * 3)
+    assert await Retry(5.0, 10.0, sleep=pauses, regroup=regroup).run("Redis: read", operation) == "done"
+    assert len(calls) == 4 and pauses.taken == [5.0]
     operation, calls = failing([ResponseError("NOGROUP No such key")])
     with pytest.raises(ResponseError):  # without a way to make the groups, NOGROUP is not for the policy
         await Retry(0.01, 0.01, sleep=Pauses()).run("Redis: read", operation)
@@ -252,3 +358,75 @@ def test_snapshots_keep_their_json_field_names_and_tolerate_old_and_new_writers(
     assert decode(b"not json", FlusherHeartbeatFacts) is None
     assert decode(b'{"pid": "seven"}', FlusherHeartbeatFacts) is None
     assert decode(None, FlusherHeartbeatFacts) is None
+
+
+async def test_a_heartbeat_follows_progress_and_lapses_a_ttl_after_work_in_hand_stopped_moving(raw_redis, redis,
+                                                                                              key_prefix, caplog):
+    now = [100.0]
+    progress = Progress(clock=lambda: now[0])
+    key = f"{key_prefix}:alive:p"
+    beat = Heartbeat(raw_redis, key, 30, lambda: FlusherHeartbeatFacts(consumer="p"), stalled_for=progress.stalled_for)
+    assert await beat.beat() and 29_000 < await redis.pttl(key) <= 30_000  # nothing in hand: a full TTL
+    progress.took()
+    now[0] += 20  # a batch in hand for 20 s without a commit: the key lives 10 s more, not 30
+    assert await beat.beat() and 9_000 < await redis.pttl(key) <= 10_000
+    progress.moved()  # a commit
+    assert await beat.beat() and await redis.pttl(key) > 29_000
+    now[0] += 30  # a whole TTL without a move: withdrawn, so the probe fails
+    with caplog.at_level(logging.WARNING, logger="tracker.streams"):
+        assert not await beat.beat()
+    assert not await redis.exists(key)
+    assert "no progress for 30s with work in hand: heartbeat withdrawn" in caplog.text
+    with progress.idle():  # a backoff the destination asked for is not a stall
+        assert progress.stalled_for() == 0.0
+    progress.done()
+    assert await beat.beat() and await redis.exists(key)
+
+
+async def test_dead_consumers_are_removed_but_never_busy_ones_or_this_one(raw_redis, redis, key_prefix):
+    streams = [f"{key_prefix}:s:{{0}}", f"{key_prefix}:s:{{1}}"]
+    ours = GroupConsumer(raw_redis, streams, "g", "me", claim_idle_ms=60_000, forget_idle_ms=50)
+    await ours.ensure_groups()
+    for stream in streams:
+        await add(redis, stream, 4)
+        for name in ("dead-1", "dead-2"):
+            for _stream, entries in await redis.xreadgroup("g", name, {stream: ">"}, count=1):
+                await redis.xack(stream, "g", *[entry_id for entry_id, _ in entries])  # they hold nothing
+    await redis.xreadgroup("g", "busy", {streams[0]: ">"}, count=1)  # holds an entry: never removed
+    await redis.xreadgroup("g", "me", {streams[1]: ">"}, count=1)
+    assert await ours.forget_dead_consumers() == []  # not idle long enough yet
+    await asyncio.sleep(0.1)
+    removed = await ours.forget_dead_consumers()
+    assert sorted(removed) == sorted(f"{s}/{n}" for s in streams for n in ("dead-1", "dead-2"))
+    left = {s: sorted(as_text(c["name"]) for c in await redis.xinfo_consumers(s, "g")) for s in streams}
+    assert left == {streams[0]: ["busy"], streams[1]: ["me"]}
+    # With each reclaim pass too (once a stream's pass is over).
+    for _stream, entries in await redis.xreadgroup("g", "dead-3", {streams[1]: ">"}, count=1):
+        await redis.xack(streams[1], "g", *[entry_id for entry_id, _ in entries])
+    await asyncio.sleep(0.1)
+    assert await ours.reclaim(10) == []
+    assert [as_text(c["name"]) for c in await redis.xinfo_consumers(streams[1], "g")] == ["me"]
+    # Without a threshold, nobody is removed.
+    assert await reader(raw_redis, streams, "me").forget_dead_consumers() == []
+
+
+async def test_shutdown_waits_end_even_when_a_task_ignores_its_cancellation():
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():  # what redis-py does when a cancellation lands inside a command
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                continue
+
+    task = asyncio.create_task(stubborn())
+    await asyncio.sleep(0)  # inside its sleep
+    started = time.monotonic()
+    assert await stop_tasks([task], 0.2, what="stubborn tasks") == {task}
+    with pytest.raises(TimedOut):
+        await bounded(stubborn(), 0.2)
+    assert time.monotonic() - started < 2
+    assert await bounded(asyncio.sleep(0, "ok"), 1) == "ok"
+    release.set()
+    await asyncio.sleep(0)

@@ -82,7 +82,9 @@ class ForwarderHeartbeatFacts(msgspec.Struct):
 
 
 _encoder = msgspec.json.Encoder()
-_decoders: dict[type, msgspec.json.Decoder] = {}
+# Built once, at import: one decoder per snapshot kind.
+_DECODERS = {kind: msgspec.json.Decoder(kind) for kind in (
+    FlusherMetricsSnapshot, FlusherHeartbeatFacts, ForwarderMetricsSnapshot, ForwarderHeartbeatFacts)}  # fmt: skip
 
 
 def encode(snapshot: msgspec.Struct) -> bytes:
@@ -93,10 +95,7 @@ def decode(raw: bytes | str | None, kind: type[S]) -> S | None:
     """The snapshot in `raw`, or None when there is none or it is not one."""
     if not raw:
         return None
-    decoder = _decoders.get(kind)
-    if decoder is None:
-        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     try:
-        return decoder.decode(raw)
+        return _DECODERS[kind].decode(raw)
     except msgspec.DecodeError:  # also a ValidationError: JSON, but not this snapshot
         return None
