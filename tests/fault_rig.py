@@ -53,7 +53,8 @@ class Outcome:
     hits: int = 0  # answered 200 by the edge
     rows: int = 0  # events stored for the scenario's message
     dropped: int = 0  # drops the edge counted in /metrics
-    recovery_s: float | None = None  # fault cleared -> every answered hit stored (or counted)
+    resumed_s: float | None = None  # fault cleared -> the first row stored after it (the flusher moved again)
+    caught_up_s: float | None = None  # load over (or fault cleared, if later) -> every answered hit stored or counted
 
     @property
     def lost(self) -> int:
@@ -64,9 +65,11 @@ class Outcome:
         return max(0, self.rows + self.dropped - self.hits)
 
     def line(self) -> str:
-        took = "-" if self.recovery_s is None else f"{self.recovery_s:.1f} s"
+        def seconds(value: float | None) -> str:
+            return "-" if value is None else f"{value:.1f} s"
+
         return (f"| {self.scenario} | {self.hits:,} | {self.rows:,} | {self.dropped:,} | {self.lost:,} | "
-                f"{self.duplicated:,} | {took} |")  # fmt: skip
+                f"{self.duplicated:,} | {seconds(self.resumed_s)} | {seconds(self.caught_up_s)} |")  # fmt: skip
 
 
 @dataclass
@@ -267,19 +270,39 @@ class Rig:
         found = re.findall(rf"^{re.escape(name)}(?:\{{[^}}]*\}})? ([0-9.e+]+)$", text, re.M)
         return sum(float(value) for value in found)
 
-    async def settle(self, outcome: Outcome, cleared_at: float, timeout: float = 90.0) -> Outcome:
+    def cleared(self) -> asyncio.Task[float | None]:
+        """Call when the fault is cleared: a task giving the seconds until the next row is stored."""
+        at = time.monotonic()
+
+        async def first_row() -> float | None:
+            baseline = (await self.rows())[0]
+            while time.monotonic() - at < 120:
+                if (await self.rows())[0] > baseline:
+                    return round(time.monotonic() - at, 1)
+                await asyncio.sleep(0.1)
+            return None
+
+        return asyncio.create_task(first_row())
+
+    async def settle(self, outcome: Outcome, resumed: asyncio.Task[float | None], timeout: float = 90.0) -> Outcome:
         """Wait until every answered hit is stored or counted as dropped; fill in the figures."""
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while True:
             outcome.rows, _total = await self.rows()
             with contextlib.suppress(httpx.TransportError):
                 outcome.dropped = await self.dropped()
             if outcome.rows + outcome.dropped >= outcome.hits:
-                outcome.recovery_s = round(time.monotonic() - cleared_at, 1)
-                return outcome
+                outcome.caught_up_s = round(time.monotonic() - started, 1)
+                break
             if time.monotonic() > deadline:
-                return outcome
+                break
             await asyncio.sleep(0.25)
+        try:
+            outcome.resumed_s = await asyncio.wait_for(resumed, 2)  # rows came, so it is done or about to be
+        except TimeoutError:
+            outcome.resumed_s = None
+        return outcome
 
 
 async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
