@@ -107,7 +107,7 @@ class Flusher:
         # Redis or Postgres failures are waited out; once closing, only within the shutdown grace.
         self.retry = Retry(settings.flusher.retry_min_s, settings.flusher.retry_max_s, log=log,
                            closing=self._closed_for, grace_s=settings.flusher.shutdown_grace_s,
-                           regroup=self.streams.ensure_groups)  # fmt: skip
+                           regroup=self.streams.ensure_groups, probe=self.redis.ping)  # fmt: skip
         # Room for the group when Redis is full and it does not exist yet (flusher.groupless).
         self.groupless = GrouplessDrain(self.redis, self.streams, self._flush_groupless, self.retry,
                                         min(_READ_MAX_ENTRIES, max(1, settings.flusher.batch_max_events // 100)))

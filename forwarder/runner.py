@@ -129,7 +129,8 @@ class HookRunner:
         self._trimming = Outage(log, "Redis: trim", hook)
         # Redis and Postgres are ours, not the destination's: their failures are waited out, never counted.
         self.retry = Retry(forwarder.retry_min_s, forwarder.retry_max_s, log=log, prefix=hook,
-                           closing=lambda: 0.0 if self.closing else None, sleep=self._wait)  # fmt: skip
+                           closing=lambda: 0.0 if self.closing else None, sleep=self._wait,
+                           probe=redis.ping)  # fmt: skip
         # A failed read is tried again a second later (or when woken), making the groups again if Redis lost them.
         self.read_retry = Retry(_READ_RETRY_S, _READ_RETRY_S, log=log, prefix=hook, regroup=self._create_groups,
                                 sleep=self._wait)  # fmt: skip

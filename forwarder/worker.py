@@ -98,7 +98,7 @@ class HooksWorker:
         # Redis and Postgres failures are waited out (the worker's own; the runners have theirs), until closing.
         self.retry = Retry(settings.forwarder.retry_min_s, settings.forwarder.retry_max_s, log=log,
                            closing=lambda: 0.0 if self._closing.is_set() else None,
-                           sleep=self._sleep)  # fmt: skip
+                           sleep=self._sleep, probe=self.redis.ping)  # fmt: skip
         self.failure: BaseException | None = None  # what stopped the worker (fatal), raised by run()
 
     def close(self) -> None:

@@ -108,6 +108,23 @@ async def test_redis_restarted_with_persistence(rig: Rig) -> None:
     assert outcome.resumed_s is not None and outcome.resumed_s < 5
 
 
+async def test_redis_restarted_empty_after_15_seconds_the_flusher_resumes_at_once(rig: Rig) -> None:
+    """Groups lost with the data (no persistence): made again, and the read retried at once, not after a backoff."""
+    rig.persist = False
+    rig.env_extra = {"FLUSHER_RETRY_MAX_S": "10"}  # the default: a backoff grown during the outage is long
+    await start_stack(rig)
+    hits = await rig.load(seconds=4, rate=150)
+    await wait_for(lambda: _stored_at_least(rig, hits), 30, "the flusher to catch up before the outage")
+    rig.kill_redis()
+    load = asyncio.create_task(rig.load(seconds=15, rate=150))  # answered from the spool meanwhile
+    await asyncio.sleep(15)
+    rig.start_redis()
+    cleared = rig.cleared()
+    outcome = Outcome("Redis down 15 s, restarted empty (groups lost)", hits=hits + await load)
+    assert_exact(await rig.settle(outcome, cleared), rig)
+    assert outcome.resumed_s is not None and outcome.resumed_s < 5, outcome
+
+
 async def test_database_refusing_connections_for_20_seconds(rig: Rig) -> None:
     await start_stack(rig)
     load = asyncio.create_task(rig.load(seconds=30, rate=150))

@@ -430,3 +430,19 @@ async def test_shutdown_waits_end_even_when_a_task_ignores_its_cancellation():
     assert await bounded(asyncio.sleep(0, "ok"), 1) == "ok"
     release.set()
     await asyncio.sleep(0)
+
+
+async def test_a_pause_after_a_redis_failure_ends_as_soon_as_redis_answers(redis) -> None:
+    """A backoff grown long during an outage does not delay the first try once Redis is back."""
+    failures = iter([ConnectionError("down"), ConnectionError("down")])
+
+    async def operation() -> str:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return "done"
+
+    retry = Retry(30.0, 30.0, probe=redis.ping, probe_every_s=0.1)  # 30 s pauses, unless Redis answers
+    started = time.monotonic()
+    assert await retry.run("Redis: read", operation) == "done"
+    assert time.monotonic() - started < 2

@@ -24,6 +24,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from redis.exceptions import RedisError
+
 from tracker.streams.failures import (
     ANY_TRANSIENT,
     FATAL,
@@ -113,6 +115,9 @@ class Retry:
     `regroup`: makes the consumer groups again; given, a NOGROUP reply makes them and tries again at once.
     `sleep`: how to wait (a runner passes one that a state change cuts short).
     `prefix`: put before what is logged, e.g. "hook 3: ".
+    `probe`: asks Redis whether it answers (e.g. `redis.ping`); given, a pause after a Redis failure asks it
+    every `probe_every_s` and ends as soon as it does, so a Redis that comes back is used at once rather than
+    after a backoff grown during the outage.
     """
 
     def __init__(
@@ -127,6 +132,8 @@ class Retry:
         grace_s: float = 0.0,
         regroup: Callable[[], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        probe: Callable[[], Awaitable[Any]] | None = None,
+        probe_every_s: float = 0.5,
     ) -> None:
         self.min_s = min_s
         self.max_s = max(min_s, max_s)
@@ -137,6 +144,8 @@ class Retry:
         self.grace_s = grace_s
         self.regroup = regroup
         self.sleep = sleep
+        self.probe = probe
+        self.probe_every_s = probe_every_s
 
     def delay(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
         """Pause after the `attempt`-th failure in a row: min * 2**(attempt-1) up to max, then 50-100% if jittered."""
@@ -192,7 +201,22 @@ class Retry:
             attempt += 1
             delay = self._within_grace(what, failure, self.delay(attempt))
             outage.failed(failure)
-            await self.sleep(delay)
+            if self.probe is not None and isinstance(failure, RedisError) and delay > self.probe_every_s:
+                await self._pause_until_redis_answers(delay)
+            else:
+                await self.sleep(delay)
+
+    async def _pause_until_redis_answers(self, delay: float) -> None:
+        assert self.probe is not None
+        deadline = time.monotonic() + delay
+        while (left := deadline - time.monotonic()) > 0:
+            await self.sleep(min(left, self.probe_every_s))
+            try:
+                async with asyncio.timeout(self.probe_every_s):
+                    await self.probe()
+            except Exception:  # still away (or loading): keep pausing
+                continue
+            return
 
     def _within_grace(self, what: str, failure: BaseException, delay: float) -> float:
         """The delay, shortened to what is left of the grace while closing; `Stopping` once none is left."""
