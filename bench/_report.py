@@ -1,4 +1,4 @@
-"""Medians, the ratios DESIGN.md sets targets for, the printed table and the JSON."""
+"""Medians, the ratios the project sets targets for (bench/README.md), the printed table and the JSON."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ LABELS = {
     "edge_click": "edge /c (click, cached)",
 }
 
-# (name, numerator, denominator, at least) from DESIGN.md "Targets".
+# (name, numerator, denominator, at least): the targets table of bench/README.md.
 RATIO_TARGETS = [
     ("edge /o vs bare Granian", "edge_open", "bare", 0.85),
     ("edge /o vs nginx", "edge_open", "nginx", 0.30),
@@ -108,7 +108,7 @@ def render(header: list[str], summary: dict, footer: list[str]) -> str:
             f"{row['label']:<26}{row['connections']:>6}{row['rps']:>11,.0f}"
             f"{row['p50_ms']:>9.3f}{row['p99_ms']:>9.3f}{row['errors']:>8}"
         )
-    lines += ["", "Targets (DESIGN.md; ratio = median of the per-round ratios)"]
+    lines += ["", "Targets (bench/README.md; ratio = median of the per-round ratios)"]
     lines.append(f"{'what':<44}{'value':>9}  {'target':<11}{'':<7}per round")
     lines.append("-" * 90)
     for check in summary["checks"]:

@@ -3,7 +3,7 @@
 Sets up Redis and a fresh database (given or embedded), seeds messages and
 tokens, starts the edge, a bare Granian GIF app and nginx, drives each with
 wrk (rotating over many distinct tokens) for several rounds, and prints the
-medians and the ratios DESIGN.md sets targets for. Everything it started is
+medians and the ratios bench/README.md sets targets for. Everything it started is
 stopped, and everything it created is dropped, on exit or Ctrl-C.
 
 Here: the run loop, the report and the clean-up. Flags and targets are in

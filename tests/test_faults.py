@@ -17,11 +17,11 @@ import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from tests.conftest import fresh_database
 from tests.fault_rig import BIN, Outcome, Rig, wait_for
+from tests.flusher_helpers import END_SESSIONS, admin
 
 pytestmark = pytest.mark.slow
 
@@ -53,21 +53,6 @@ def assert_exact(outcome: Outcome, rig: Rig) -> None:
     logs = "\n".join(f"--- {name}\n{rig.log(name)[-3000:]}" for name in rig.procs)
     assert outcome.hits > 0, logs
     assert (outcome.lost, outcome.duplicated) == (0, 0), f"{outcome}\n{logs}"
-
-
-async def admin(database_url: str, *statements: str) -> None:
-    """Run statements on the server as an admin, from another database than the one under test."""
-    name = database_url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
-    try:
-        for statement in statements:
-            await conn.execute(statement.replace("{db}", f'"{name}"').replace("{name}", name))
-    finally:
-        await conn.close()
-
-
-END_SESSIONS = ("select pg_terminate_backend(pid) from pg_stat_activity"
-                " where datname = '{name}' and pid <> pg_backend_pid()")
 
 
 def flusher_check(rig: Rig, consumer: str = "flusher-1") -> int:

@@ -23,10 +23,13 @@ from tests.flusher_helpers import (
     event,
     flusher_env,
     flusher_settings,
+    log_of,
     make_message,
     make_profiles,
     push,
+    start_flusher,
     stored_ids,
+    wait_exit,
     wait_until,
 )
 from tracker.contract.keys import CONSUMER_GROUP, event_streams
@@ -54,32 +57,6 @@ async def pending_and_length(redis, settings) -> tuple[int, int]:
             pending += (await redis.xpending(stream, CONSUMER_GROUP))["pending"]
             length += await redis.xlen(stream)
     return pending, length
-
-
-def start_flusher(settings, *args: str, **variables: str) -> subprocess.Popen:
-    # The log goes to a file, not a pipe: a pipe nobody reads until the exit could fill and block the flusher.
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [*FLUSHER_COMMAND, *args], env=flusher_env(settings, **variables), stdout=subprocess.DEVNULL, stderr=log
-    )
-    process.log = log  # type: ignore[attr-defined]
-    return process
-
-
-def log_of(process: subprocess.Popen) -> str:
-    process.log.seek(0)  # type: ignore[attr-defined]
-    return process.log.read().decode(errors="replace")  # type: ignore[attr-defined]
-
-
-async def wait_exit(process: subprocess.Popen, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while process.poll() is None:
-        if time.monotonic() > deadline:
-            process.kill()
-            process.wait()
-            raise AssertionError(f"flusher still running after {timeout}s; its log ends:\n{log_of(process)[-3000:]}")
-        await asyncio.sleep(0.02)
-    return process.returncode
 
 
 async def test_exactly_once_when_the_flusher_is_killed_again_and_again(settings, redis, own_database):
