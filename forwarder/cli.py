@@ -1,4 +1,4 @@
-"""`hooks`: deliver committed events to the action hooks' destinations; runs beside the flusher."""
+"""`forwarder` (also installed as `hooks`): deliver committed events to the action hooks' destinations."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ Redis or Postgres that pass (down, full, read-only, refusing connections) are
 retried and logged when they start and when they end; a fatal one (bad
 credentials, no such database, the schema missing) ends it with exit code 1
 and one line saying why. Give each replica a stable --consumer name so that a
-restart re-sends its own pending entries at once. Liveness probe: `hooks
+restart re-sends its own pending entries at once. Liveness probe: `forwarder
 --check`; it fails when the worker is gone, and also when a hook holds entries
 that have not moved for TRACKER_HOOKS_HEARTBEAT_TTL_S (Redis or Postgres stuck;
 a failing destination does not count).
@@ -38,7 +38,7 @@ exit codes: 0 ok, 1 failed (--check: no live heartbeat; test: not delivered), 2 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hooks", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="forwarder", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="environment (flags win over it):\n" + environment_help(),
     )  # fmt: skip
     mode = parser.add_mutually_exclusive_group()
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env({**os.environ, **{name: value for name, value in flags.items() if value}})
         settings.require(*(("redis_url",) if args.check else ("redis_url", "database_url")))
     except SettingsError as exc:
-        print(f"hooks: {exc}", file=sys.stderr)
+        print(f"forwarder: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.check:
         return asyncio.run(check(settings))
@@ -108,7 +108,7 @@ async def test(settings: Settings, hook_id: int) -> int:
     finally:
         await conn.close()
     if definition is None:
-        print(f"hooks: no hook {hook_id}", file=sys.stderr)
+        print(f"forwarder: no hook {hook_id}", file=sys.stderr)
         return EXIT_FAILED
     reply = await deliver_sample(definition, EventIds())
     print(f"{'delivered' if reply.ok else 'FAILED'} in {reply.took_ms} ms: {reply.answer}")
@@ -122,7 +122,7 @@ async def check(settings: Settings) -> int:
     def key(consumer: str) -> str:
         return forwarder_heartbeat_key(settings.stream_prefix, consumer)
 
-    return await check_heartbeat(settings.redis_url, key, settings.forwarder.consumer, "hooks")
+    return await check_heartbeat(settings.redis_url, key, settings.forwarder.consumer, "forwarder")
 
 
 if __name__ == "__main__":
