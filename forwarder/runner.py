@@ -35,9 +35,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
-import random
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -92,11 +90,6 @@ class Outcome:
 def delivery_retry(settings: Settings) -> Retry:
     """Pauses between tries of a failing destination: doubling from the minimum to the maximum, with jitter."""
     return Retry(settings.forwarder.retry_min_s, settings.forwarder.retry_max_s, jitter=True, log=log)
-
-
-def retry_delay(settings: Settings, failures: int, rng: Callable[[], float] = random.random) -> float:
-    """Pause after the n-th failure in a row: min * 2**(n-1), capped at max, then 50-100% of it (jitter)."""
-    return delivery_retry(settings).delay(failures, rng)
 
 
 class HookRunner:

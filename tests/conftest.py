@@ -55,8 +55,17 @@ async def fresh_database(admin_url: str, prefix: str = "trk_test_") -> AsyncIter
         await migrate(url)
         yield url
     finally:
+        # A fault test may have left it refusing connections; dropping works either way, this keeps it plain.
+        await admin.execute(f'alter database "{name}" allow_connections true')
         await admin.execute(f'drop database if exists "{name}" with (force)')
         await admin.close()
+
+
+@pytest.fixture
+async def own_database(pg_admin_url: str) -> AsyncIterator[str]:
+    """A database of its own, for tests that count exactly or inject faults into it: nothing else writes there."""
+    async with fresh_database(pg_admin_url, "trk_own_") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

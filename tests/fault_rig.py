@@ -29,6 +29,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
+from tests.flusher_helpers import fill
 from tracker.contract.tokens import Channel, TokenKind, mint
 from tracker.domain.link_tables import Link, create_message
 from tracker.ops.embedded import EmbeddedRedis
@@ -241,23 +242,17 @@ class Rig:
         finally:
             await conn.close()
 
-    async def fill_redis(self, headroom: int) -> None:
-        """Fill Redis to `headroom` bytes under a `maxmemory` set now, with no eviction."""
+    async def fill_redis(self) -> None:
+        """Fill Redis up to a `maxmemory` set now, so that every write is refused (tests.flusher_helpers.fill)."""
         async with self.client() as client:
-            # Many small keys: one big SET would leave a query buffer counted as used, then freed.
-            async with client.pipeline(transaction=False) as pipe:
-                for number in range(64):
-                    pipe.set(f"filler:{number}", b"x" * (64 << 10))
-                await pipe.execute()
-            await asyncio.sleep(0.5)
-            used = (await client.info("memory"))["used_memory"]
-            await client.config_set("maxmemory-policy", "noeviction")
-            await client.config_set("maxmemory", max(1, used + headroom))
+            await fill(client, headroom=0)
 
     async def free_redis(self) -> None:
         """Delete what `fill_redis` added (DEL works on a full Redis)."""
         async with self.client() as client:
-            await client.delete(*(f"filler:{number}" for number in range(64)))
+            keys = [key async for key in client.scan_iter(match="filler:*")]
+            keys += [key async for key in client.scan_iter(match="more:*")]
+            await client.delete(*keys)
 
     async def dropped(self) -> int:
         """Events the edge counted as dropped (`edge_spool_dropped_total` in /metrics)."""

@@ -19,17 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fresh_database
 from tests.fault_rig import BIN, Outcome, Rig, wait_for
 from tests.flusher_helpers import END_SESSIONS, admin
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-async def own_database(pg_admin_url: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_admin_url, "trk_fault_") as url:
-        yield url
 
 
 @pytest.fixture
@@ -146,7 +139,7 @@ async def test_redis_at_maxmemory_with_the_flusher_behind(rig: Rig) -> None:
     await rig.prepare()
     await rig.start_edge()
     hits = await rig.load(seconds=5, rate=300)  # a backlog in the streams: no flusher runs yet
-    await rig.fill_redis(headroom=0)  # another tenant fills Redis up to its maxmemory: writes are refused
+    await rig.fill_redis()  # another tenant fills Redis up to its maxmemory: writes are refused
     hits += await rig.load(seconds=10, rate=300)
     assert await rig.metric("edge_events_spooled_total") > 0, "the edge never spooled: Redis was not full"
     rig.start_flusher("flusher-1")  # starts while Redis is full: it must still make its group and drain

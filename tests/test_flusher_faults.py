@@ -8,14 +8,12 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from flusher.worker import Flusher
-from tests.conftest import fresh_database
 from tests.flusher_helpers import (
     FLUSHER_COMMAND,
     Workload,
@@ -39,11 +37,6 @@ from tracker.ops.embedded import EmbeddedPostgres
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-async def own_database(pg_admin_url: str) -> AsyncIterator[str]:
-    """A database of its own, for the heavy tests: counts are exact, nothing else writes there."""
-    async with fresh_database(pg_admin_url, "trk_flusher_") as url:
-        yield url
 
 
 async def count_stored(pg: asyncpg.Connection, workload: Workload) -> int:

@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import OutOfMemoryError
 
-from tests.conftest import fresh_database, with_database
+from tests.conftest import with_database
 from tests.flusher_helpers import (
     END_SESSIONS,
     admin,
@@ -142,13 +142,6 @@ async def test_dead_flusher_consumers_are_removed_at_start_and_after_their_entri
 # -- a database that refuses, and --check --------------------------------------------------------------
 
 
-@pytest.fixture
-async def own_database(pg_admin_url: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_admin_url, "trk_recovery_") as url:
-        try:
-            yield url
-        finally:
-            await admin(url, "alter database {db} allow_connections true")
 
 
 async def test_check_fails_while_batches_wait_on_a_refusing_database_and_passes_again_after(settings, redis,

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections import Counter
 
-from forwarder.runner import retry_delay
+from forwarder.runner import delivery_retry
 from forwarder.worker import HooksWorker
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_message, push
@@ -143,8 +143,8 @@ async def test_a_paused_hook_keeps_its_backlog_in_the_committed_streams_while_ot
 
 def test_the_retry_schedule_doubles_from_the_minimum_up_to_the_maximum_with_jitter(settings):
     settings = settings.replace(forwarder={"retry_min_s": 0.5, "retry_max_s": 60.0})
-    highest = [retry_delay(settings, n, rng=lambda: 1.0) for n in range(1, 10)]
-    lowest = [retry_delay(settings, n, rng=lambda: 0.0) for n in range(1, 10)]
+    highest = [delivery_retry(settings).delay(n, rng=lambda: 1.0) for n in range(1, 10)]
+    lowest = [delivery_retry(settings).delay(n, rng=lambda: 0.0) for n in range(1, 10)]
     assert highest == [0.5, 1, 2, 4, 8, 16, 32, 60, 60]
     assert lowest == [h / 2 for h in highest]
 

@@ -13,7 +13,6 @@ from redis.asyncio import Redis
 
 from forwarder.worker import HooksWorker
 from tests.api_helpers import running_api
-from tests.conftest import fresh_database
 from tests.flusher_helpers import END_SESSIONS, admin, event, fill, make_message, redis_to_fill, url_of
 from tests.hook_helpers import SECRET, hook_settings, http_receiver, no_hooks_left, running_worker, until  # noqa: F401
 from tracker.contract.events import encode_batch, encode_event
@@ -29,13 +28,6 @@ def ids(events) -> set[str]:
     return {str(uuid.UUID(bytes=e.id)) for e in events}
 
 
-@pytest.fixture
-async def own_database(pg_admin_url: str) -> AsyncIterator[str]:
-    async with fresh_database(pg_admin_url, "trk_hooks_") as url:
-        try:
-            yield url
-        finally:
-            await admin(url, "alter database {db} allow_connections true")
 
 
 async def test_a_hook_stuck_on_postgres_lets_the_heartbeat_lapse_until_it_moves_again(settings, redis, own_database,
