@@ -18,6 +18,7 @@ KINDS = frozenset(
     {
         "sent",
         "delivered",
+        "deferred",  # a provider will retry: not final, not a bounce
         "undelivered",
         "soft_bounce",
         "hard_bounce",
@@ -50,6 +51,12 @@ class Event(msgspec.Struct, array_like=True, omit_defaults=False):
     ua_class: str = ""
     ip_prefix: str = ""
     data: dict[str, Any] | None = None  # kind-specific facts: dwell seconds, push action, carrier code
+    # Request facts for the human-or-machine verdict (tracker.contract.signals); the edge sets them.
+    signals: int = 0
+    ua_family: str = ""  # e.g. "gmail", "mimecast", "python-requests"; "" when not known
+    # The verdict, set by the flusher (never by the edge): "human", "machine" or "unknown", and why.
+    verdict: str = ""
+    reasons: tuple[str, ...] = ()
 
 
 # The hot-path layout. The edge does not build Events per request: it builds plain tuples of an
@@ -61,8 +68,11 @@ PROFILE_AT = EVENT_FIELDS.index("profile_id")  # the shard key (tracker.contract
 
 
 def require_event_layout(fields: tuple[str, ...], builder: str) -> None:
-    """Fail at import when a tuple builder's field order is not the Event's (costs nothing per event)."""
-    if fields != EVENT_FIELDS:
+    """Fail at import when a tuple builder's field order is not the Event's (costs nothing per event).
+
+    A builder may stop before the last fields: a shorter array decodes with their defaults.
+    """
+    if len(fields) < PROFILE_AT + 2 or EVENT_FIELDS[: len(fields)] != fields:
         raise RuntimeError(f"{builder} builds event tuples as {fields}, but the Event's fields are {EVENT_FIELDS}")
 
 
