@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 # The tuple `Capture.__call__` builds: an Event's fields in the contract's order (the tuple is the wire record).
 _BUILDS = ("id", "kind", "channel", "message_id", "profile_id", "ts_us", "link_version", "link_index", "ua_class",
-           "ip_prefix", "data")  # fmt: skip
+           "ip_prefix", "data", "signals", "ua_family")  # fmt: skip
 require_event_layout(_BUILDS, __name__)
 
 
@@ -42,11 +42,11 @@ class Capture:
         link_index: int = -1,
         data: dict[str, Any] | None = None,
     ) -> None:
-        ua_class, ip = self._facts(scope)
+        ua_class, family, ip, signals = self._facts(scope)
         now_us = time.time_ns() // 1000
         # An Event's fields in `_BUILDS` order, checked against tracker.contract.events at import.
         self._add(
             (self._new_id(now_us // 1000), kind, CHANNEL_NAMES.get(channel, "email"), message_id, profile_id,
-             now_us, link_version, link_index, ua_class, ip, data),
+             now_us, link_version, link_index, ua_class, ip, data, signals, family),
             128 if data is None else 128 + 64 * len(data),
         )  # fmt: skip

@@ -99,8 +99,8 @@ class TrackingRoutes:
         await send(responses.GIF_START)
         await send(responses.GIF_BODY if method == "GET" else responses.EMPTY_BODY)
         self.requests["open", 200] += 1
-        if method == "HEAD":
-            return
+        # A HEAD is recorded too (its signals make it a machine's): fetches that never render
+        # still tell the verdict rules who is probing this message, and from where.
         token = verify(self.keys, token_text)
         if token is None or token[0] != _OPEN:
             self.state.counters.bad_tokens += 1
@@ -140,8 +140,6 @@ class TrackingRoutes:
         await send(redirect)
         await send(responses.EMPTY_BODY)
         self.requests["click", 302] += 1
-        if method == "HEAD":
-            return
         self.capture("clicked", channel, message_id, profile_id, scope, version, index)
 
     async def _link_not_found(self, send: Any) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from edge.responses import GIF
 from tests.edge_helpers import running_edge, stream_events, wait_for_events
+from tracker.contract import signals
 from tracker.contract.keys import link_table_key
 from tracker.contract.tokens import Channel, TokenKind, mint
 from tracker.domain.link_tables import Link, add_version, create_message
@@ -86,7 +87,7 @@ async def test_channel_comes_from_the_token(settings, redis, message) -> None:
     assert event.channel == "web_push"
 
 
-async def test_head_gives_the_same_answer_and_no_event(settings, redis, message) -> None:
+async def test_head_gives_the_same_answer_and_an_event_marked_head(settings, redis, message) -> None:
     message_id, version = message
     async with running_edge(settings) as (_app, client):
         pixel_get = await client.get(f"/o/{open_token(settings, message_id, 1)}")
@@ -100,7 +101,10 @@ async def test_head_gives_the_same_answer_and_no_event(settings, redis, message)
         assert pixel_head.headers == pixel_get.headers
         assert click_head.headers["location"] == click_get.headers["location"] == "https://example.com/a?x=1&y=%20"
         assert pixel_head.content == b""
-        await assert_no_events(redis, settings)
+        # Recorded, so that the verdict rules see who probes the message; the HEAD bit makes it a machine's.
+        events = await wait_for_events(redis, settings, 2)
+    assert sorted(e.kind for e in events) == ["clicked", "opened"]
+    assert all(e.signals & signals.HEAD for e in events)
 
 
 async def test_old_tokens_keep_their_version_after_new_content(settings, redis, pg) -> None:
