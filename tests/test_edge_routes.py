@@ -59,7 +59,7 @@ async def test_open_pixel_answers_the_gif_and_records_opened(settings, redis, me
     for event in events:
         assert (event.kind, event.channel, event.message_id, event.profile_id) == ("opened", "email", message_id, 7)
         assert event.link_index == -1
-        assert event.ua_class == "mobile"
+        assert (event.ua_class, event.ua_family) == ("webkit", "ios-mail")  # iOS Mail fetching itself
         assert event.ip_prefix == "203.0.113.0/24"
         assert len(event.id) == 16 and event.id[6] >> 4 == 7  # UUIDv7 layout
         assert before_us <= event.ts_us <= time.time_ns() // 1000
