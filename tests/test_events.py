@@ -18,6 +18,7 @@ from tracker.contract.events import (
     Event,
     EventIds,
     decode_batch,
+    decode_event,
     encode_batch,
     encode_event,
     split_batch,
@@ -65,7 +66,7 @@ def test_the_edges_tuples_encode_to_the_same_bytes_as_events() -> None:
     state = SimpleNamespace(
         events=SimpleNamespace(add=lambda record, size: built.append(record)),
         ids=SimpleNamespace(new=lambda now_ms: asked_ms.append(now_ms) or b"i" * 16),
-        facts=SimpleNamespace(of=lambda scope: ("mobile", "203.0.113.0")),
+        facts=SimpleNamespace(of=lambda scope: ("mobile", "ios", "203.0.113.0", 8)),
         settings=SimpleNamespace(signing_keys={1: b"k" * 32}),
     )
     Capture(state)("clicked", int(Channel.SMS), 11, 22, {}, 3, 4, {"k": "v"})  # type: ignore[arg-type]
@@ -78,13 +79,15 @@ def test_the_edges_tuples_encode_to_the_same_bytes_as_events() -> None:
     expected = [
         Event(id=b"i" * 16, kind="clicked", channel="sms", message_id=11, profile_id=22,
               ts_us=clicked[EVENT_FIELDS.index("ts_us")], link_version=3, link_index=4, ua_class="mobile",
-              ip_prefix="203.0.113.0", data={"k": "v"}),
+              ip_prefix="203.0.113.0", data={"k": "v"}, signals=8, ua_family="ios"),
         Event(id=report_event_id("email", "generic", "p-1", 1_700_000_000_000_000), kind="delivered",
               channel="email", message_id=33, profile_id=44, ts_us=1_700_000_000_000_000, data={"code": "250"}),
     ]  # fmt: skip
     assert expected[0].ts_us // 1000 == asked_ms[0]
+    # A builder may stop before the flusher's fields (verdict, reasons): they decode as defaults.
+    assert len(built[0]) == EVENT_FIELDS.index("verdict")
     for record, event in zip(built, expected, strict=True):
-        assert encode_event(record) == encode_event(event)
+        assert decode_event(encode_event(record)) == event
         assert record[PROFILE_AT] == event.profile_id
     assert decode_batch(encode_batch([encode_event(record) for record in built])) == expected
 
