@@ -17,7 +17,9 @@ from redis.asyncio import Redis
 
 from flusher.batch import Batch
 from tracker.config import Settings
-from tracker.contract.keys import ENTRY_FIELD, committed_stream, event_stream, hooks_count_key
+from tracker.contract.events import Event
+from tracker.contract.keys import ENTRY_FIELD, committed_stream, event_stream, hooks_count_key, shard_for
+from tracker.domain.verdicts import CLICKS
 
 # A list of Events encodes to the same bytes as tracker.contract.events.encode_batch of the encoded events.
 _encode = msgspec.msgpack.Encoder().encode
@@ -29,6 +31,7 @@ class CommittedFeed:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.count_key = hooks_count_key(settings.stream_prefix)
+        self.prefix, self.shards = settings.stream_prefix, settings.stream_shards
         self.check_every = settings.flusher.committed_check_interval_s
         self.entry_max = settings.flusher.committed_entry_max_events
         # event stream -> committed stream of the same shard
@@ -49,18 +52,37 @@ class CommittedFeed:
         return self._hooks_exist
 
     async def forward(self, batch: Batch) -> int:
-        """XADD the batch's stored events (new and duplicates of stored rows); safe to repeat."""
+        """XADD the batch's stored events (new and duplicates of stored rows); safe to repeat.
+
+        Clicks are left out: they go once settled, with their final verdict (flusher.settling)."""
         if not batch.events or not await self.hooks_exist():
             return 0
         by_stream: dict[str, list] = {}
         for event, stream, _entry in batch.events.values():
-            by_stream.setdefault(stream, []).append(event)
+            if event.kind not in CLICKS:
+                by_stream.setdefault(self.target[stream], []).append(event)
+        return await self._append(by_stream)
+
+    async def forward_events(self, events: list[Event]) -> int:
+        """XADD events to the committed stream of their profile's shard (settled clicks)."""
+        if not events or not await self.hooks_exist():
+            return 0
+        by_stream: dict[str, list] = {}
+        for event in events:
+            by_stream.setdefault(committed_stream(self.prefix, shard_for(event.profile_id, self.shards)), []).append(
+                event
+            )
+        return await self._append(by_stream)
+
+    async def _append(self, by_stream: dict[str, list[Event]]) -> int:
+        if not by_stream:
+            return 0
         step = self.entry_max
         async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, events in by_stream.items():
-                target = self.target[stream]  # a batch holds entries of the flusher's own event streams only
+            for target, events in by_stream.items():
                 for start in range(0, len(events), step):
                     pipe.xadd(target, {ENTRY_FIELD: _encode(events[start : start + step])})
             await pipe.execute()
-        self.forwarded += len(batch.events)
-        return len(batch.events)
+        count = sum(len(events) for events in by_stream.values())
+        self.forwarded += count
+        return count

@@ -24,34 +24,41 @@ from tracker.config import Settings
 SETUP = """
 create temp table if not exists flush_staging (
     id uuid, ts_us bigint, kind text, channel text, message_id bigint, profile_id bigint,
-    link_version integer, link_index integer, ua_class text, ip_prefix text, data jsonb
+    link_version integer, link_index integer, ua_class text, ip_prefix text, data jsonb,
+    signals integer, ua_family text, verdict text, reasons text[], payload bytea
 ) on commit delete rows;
 create temp table if not exists flush_new (
     id uuid, ts timestamptz, kind text, channel text, message_id bigint, profile_id bigint,
-    link_version integer, link_index integer, data jsonb
+    link_version integer, link_index integer, data jsonb, ip_prefix text, verdict text, reasons text[]
 ) on commit delete rows;
 create temp table if not exists flush_attrs (
     profile_id bigint, ts timestamptz, name text, value text
+) on commit delete rows;
+create temp table if not exists flush_settled (
+    event_id uuid, ts timestamptz, profile_id bigint, verdict text, reasons text[], event bytea
 ) on commit delete rows;
 """
 
 STAGING_COLUMNS = (
     "id", "ts_us", "kind", "channel", "message_id", "profile_id",
     "link_version", "link_index", "ua_class", "ip_prefix", "data",
+    "signals", "ua_family", "verdict", "reasons", "payload",
 )  # fmt: skip
 
 _INSERT_NEW = """
 with inserted as (
     insert into {table} (id, ts, kind, channel, message_id, profile_id, link_version, link_index,
-                        ua_class, ip_prefix, data)
+                        ua_class, ip_prefix, data, signals, ua_family, verdict, reasons)
     select id, timestamptz '1970-01-01 00:00:00+00' + ts_us * interval '1 microsecond', kind, channel,
-           message_id, profile_id, link_version, link_index, ua_class, ip_prefix, data
+           message_id, profile_id, link_version, link_index, ua_class, ip_prefix, data,
+           signals, ua_family, verdict, reasons
     from flush_staging
     -- In id order, like every other write here: two flushers holding copies of the same
     -- events then wait on each other in one direction only, never in a deadlock.
     order by id
     on conflict (id, ts) do nothing
-    returning id, ts, kind, channel, message_id, profile_id, link_version, link_index, data
+    returning id, ts, kind, channel, message_id, profile_id, link_version, link_index, data, ip_prefix,
+              verdict, reasons
 )
 insert into flush_new select * from inserted
 """
@@ -67,43 +74,87 @@ def insert_new(partition: str | None) -> str:
 
 
 _COUNTERS = """
-with per_profile as (
-    insert into message_profile_stats as s (message_id, profile_id, kind, first_at, last_at, total)
-    select n.message_id, n.profile_id, n.kind, min(n.ts), max(n.ts), count(*)
+with batch as (
+    select n.message_id, n.profile_id, n.kind, min(n.ts) as first_at, max(n.ts) as last_at, count(*) as total,
+           count(*) filter (where n.verdict = 'human') as human,
+           count(*) filter (where n.verdict = 'machine') as machine
     from flush_new n
     where n.profile_id <> 0 and exists (select from profiles p where p.id = n.profile_id)
     group by n.message_id, n.profile_id, n.kind
-    order by n.message_id, n.profile_id, n.kind
+), per_profile as (
+    insert into message_profile_stats as s (message_id, profile_id, kind, first_at, last_at, total, human, machine)
+    select message_id, profile_id, kind, first_at, last_at, total, human, machine from batch
+    order by message_id, profile_id, kind
     on conflict (message_id, profile_id, kind) do update set
         first_at = least(s.first_at, excluded.first_at),
         last_at = greatest(s.last_at, excluded.last_at),
-        total = s.total + excluded.total
-    returning message_id, kind, (xmax = 0) as first_time
+        total = s.total + excluded.total,
+        human = s.human + excluded.human,
+        machine = s.machine + excluded.machine
+    returning message_id, profile_id, kind, (xmax = 0) as first_time, human, machine
 ), uniques as (
-    select message_id, kind, count(*) filter (where first_time) as uniques from per_profile group by 1, 2
+    -- A profile counts once per verdict: when this batch took its count from zero.
+    select p.message_id, p.kind, count(*) filter (where p.first_time) as uniques,
+           count(*) filter (where p.human > 0 and p.human = b.human) as human_uniques,
+           count(*) filter (where p.machine > 0 and p.machine = b.machine) as machine_uniques
+    from per_profile p join batch b using (message_id, profile_id, kind)
+    group by 1, 2
 ), totals as (
-    select message_id, kind, count(*) as total, min(ts) as first_at, max(ts) as last_at
+    select message_id, kind, count(*) as total, min(ts) as first_at, max(ts) as last_at,
+           count(*) filter (where verdict = 'human') as human,
+           count(*) filter (where verdict = 'machine') as machine
     from flush_new group by 1, 2
 )
-insert into message_counters as c (message_id, kind, total, uniques, first_at, last_at)
-select t.message_id, t.kind, t.total, coalesce(u.uniques, 0), t.first_at, t.last_at
+insert into message_counters as c (message_id, kind, total, uniques, first_at, last_at,
+                                   human, human_uniques, machine, machine_uniques)
+select t.message_id, t.kind, t.total, coalesce(u.uniques, 0), t.first_at, t.last_at,
+       t.human, coalesce(u.human_uniques, 0), t.machine, coalesce(u.machine_uniques, 0)
 from totals t left join uniques u using (message_id, kind)
 order by t.message_id, t.kind
 on conflict (message_id, kind) do update set
     total = c.total + excluded.total,
     uniques = c.uniques + excluded.uniques,
     first_at = least(c.first_at, excluded.first_at),
-    last_at = greatest(c.last_at, excluded.last_at);
+    last_at = greatest(c.last_at, excluded.last_at),
+    human = c.human + excluded.human,
+    human_uniques = c.human_uniques + excluded.human_uniques,
+    machine = c.machine + excluded.machine,
+    machine_uniques = c.machine_uniques + excluded.machine_uniques;
 """
 
-# Attributes of clicked links that act on the profile, with the click's profile and time.
-_LINK_ATTRIBUTES = """
+_REASONS = """
+insert into message_verdict_reasons as r (message_id, kind, verdict, reason, total)
+select n.message_id, n.kind, n.verdict, reason, count(*)
+from flush_new n cross join lateral unnest(n.reasons) as reason
+where cardinality(n.reasons) > 0
+group by 1, 2, 3, 4 order by 1, 2, 3, 4
+on conflict (message_id, kind, verdict, reason) do update set total = r.total + excluded.total;
+"""
+
+# Clicks do not act at once: they wait out the settle window (flusher.settling), where a burst or a
+# honeypot fetch can still show them to be a machine's. Due from when the flusher sees them, so a
+# flusher catching up on a backlog still leaves the rules the whole window.
+_SETTLE = """
+insert into settling_clicks (event_id, ts, message_id, profile_id, kind, link_version, link_index, ip_prefix,
+                             verdict, reasons, event, due_at)
+select n.id, n.ts, n.message_id, n.profile_id, n.kind, n.link_version, n.link_index, n.ip_prefix,
+       n.verdict, n.reasons, s.payload, greatest(now(), n.ts) + interval '{settle} seconds'
+from flush_new n join flush_staging s on s.id = n.id
+where n.kind in ('clicked', 'push_clicked')
+order by n.id
+on conflict do nothing;
+"""
+
+# Attributes of settled clicks that act on the profile, with the click's profile and time
+# (flusher.settling fills flush_settled with the clicks whose verdict allows effects).
+LINK_ATTRIBUTES = """
 insert into flush_attrs (profile_id, ts, name, value)
-select n.profile_id, n.ts, a.key, a.value
-from flush_new n
-join links l on l.message_id = n.message_id and l.version = n.link_version and l.idx = n.link_index
+select c.profile_id, c.ts, a.key, a.value
+from flush_settled f
+join settling_clicks c on c.event_id = f.event_id and c.ts = f.ts
+join links l on l.message_id = c.message_id and l.version = c.link_version and l.idx = c.link_index
 cross join lateral jsonb_each_text(l.attributes) a
-where n.kind in ('clicked', 'push_clicked') and n.profile_id <> 0 and n.link_index >= 0
+where f.verdict = any($1::text[]) and c.profile_id <> 0 and c.link_index >= 0
   and l.attributes <> '{}'::jsonb
   and (a.key like 'update-%' or a.key = 'subscribe-to');
 """
@@ -253,7 +304,12 @@ def effects_script(settings: Settings) -> str:
         window=int(settings.flusher.soft_bounce_window_s), limit=int(settings.flusher.soft_bounce_limit)
     )
     return "\n".join(
-        [_LINK_ATTRIBUTES, _LOCK_PROFILES, _PROFILE_FIELDS, _SUBSCRIPTIONS, _SOFT_BOUNCES, email, _PHONE_STATUS,
+        [_SETTLE.format(settle=float(settings.flusher.settle_s)), _LOCK_PROFILES, _PROFILE_FIELDS, _SUBSCRIPTIONS,
+         _SOFT_BOUNCES, email, _PHONE_STATUS, _REASONS,
          # Last: every batch updates the same counter rows, so they stay locked only until the commit.
          _COUNTERS]
     )  # fmt: skip
+
+
+# The settle pass's profile effects: the same statements, fed by flush_attrs alone (flush_new is empty).
+ATTRIBUTE_EFFECTS = "\n".join([_LOCK_PROFILES, _PROFILE_FIELDS, _SUBSCRIPTIONS])

@@ -19,8 +19,11 @@ import msgspec
 
 from flusher import effects, partitions
 from flusher.batch import Batch
+from flusher.judging import Judge
 from tracker.config import Settings
-from tracker.contract.events import TIMELESS_ID_PREFIX, Event
+from tracker.contract.events import TIMELESS_ID_PREFIX, Event, encode_event
+from tracker.domain.verdict_store import Change, change_verdicts
+from tracker.domain.verdicts import CLICKS
 from tracker.streams.retry import POSTGRES_FATAL, POSTGRES_TRANSIENT
 
 log = logging.getLogger("flusher.sink")
@@ -36,8 +39,9 @@ class Stored:
 
 
 class PostgresSink:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, judge: Judge | None = None) -> None:
         self.settings = settings
+        self.judge = judge or Judge(settings)
         self.conn: asyncpg.Connection | None = None
         self._effects = effects.effects_script(settings)
         # Messages are never re-numbered, so a message seen once is known for good.
@@ -108,13 +112,20 @@ class PostgresSink:
         if not events:
             return Stored(duplicates=batch.duplicates)
         await self._ensure_days(conn, events)
-        stored = await self._store_splitting(conn, batch, events)
+        # Judged before the transaction (it only reads); the batch keeps the verdicts for the action hooks.
+        judged = await self.judge.judge(conn, events)
+        for event in judged.events:
+            _, stream, entry = batch.events[event.id]
+            batch.events[event.id] = (event, stream, entry)
+        stored = await self._store_splitting(conn, batch, judged.events, judged.changes)
         stored.duplicates += batch.duplicates
         return stored
 
-    async def _store_splitting(self, conn: asyncpg.Connection, batch: Batch, events: list[Event]) -> Stored:
+    async def _store_splitting(
+        self, conn: asyncpg.Connection, batch: Batch, events: list[Event], changes: list[Change]
+    ) -> Stored:
         try:
-            new = await self._store_events(conn, events)
+            new = await self._store_events(conn, events, changes)
             return Stored(new=new, duplicates=len(events) - new)
         except (*POSTGRES_TRANSIENT, *POSTGRES_FATAL):
             raise  # not the events' fault: retried, or the end of the flusher, never dead letters
@@ -124,14 +135,17 @@ class PostgresSink:
                 return Stored()
             log.warning("postgres refused a batch of %d (%s); splitting it to find the bad events", len(events), exc)
         half = len(events) // 2
-        first = await self._store_splitting(conn, batch, events[:half])
-        second = await self._store_splitting(conn, batch, events[half:])
+        first = await self._store_splitting(conn, batch, events[:half], changes)
+        second = await self._store_splitting(conn, batch, events[half:], changes)
         return Stored(first.new + second.new, first.duplicates + second.duplicates)
 
-    async def _store_events(self, conn: asyncpg.Connection, events: list[Event]) -> int:
+    async def _store_events(self, conn: asyncpg.Connection, events: list[Event], changes: list[Change]) -> int:
         records = [
             (e.id, e.ts_us, e.kind, e.channel, e.message_id, e.profile_id, e.link_version, e.link_index,
-             e.ua_class, e.ip_prefix, None if e.data is None else _json.encode(e.data).decode())
+             e.ua_class, e.ip_prefix, None if e.data is None else _json.encode(e.data).decode(),
+             e.signals, e.ua_family, e.verdict or "unknown", e.reasons,
+             # Clicks wait in settling_clicks, whence they go to the action hooks as they are.
+             encode_event(e) if e.kind in CLICKS else None)
             for e in events
         ]  # fmt: skip
         async with conn.transaction():
@@ -140,6 +154,8 @@ class PostgresSink:
             new = int(status.rsplit(" ", 1)[-1])
             if new:
                 await conn.execute(self._effects)
+            # Earlier clicks a new burst or honeypot fetch shows to be a machine's (harmless to repeat).
+            await change_verdicts(conn, changes)
         return new
 
     async def _check_messages(self, conn: asyncpg.Connection, batch: Batch) -> None:

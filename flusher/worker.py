@@ -45,7 +45,9 @@ from redis.exceptions import ResponseError
 from flusher.batch import Batch
 from flusher.committed import CommittedFeed
 from flusher.groupless import GrouplessDrain
+from flusher.judging import Judge
 from flusher.metrics import FlusherMetrics, MetricsPublisher
+from flusher.settling import SETTLE_BATCH, Settler
 from flusher.sink import PostgresSink, Stored
 from flusher.streams import DeadLetters, event_consumer, open_flusher_redis
 from tracker.config import Settings
@@ -72,7 +74,9 @@ _MAINTENANCE_POSTPONE_S = 60
 # Past the shutdown grace, what a call stuck in Redis or Postgres gets before it is left behind.
 _SHUTDOWN_MARGIN_S = 3.0
 _CLOSE_TIMEOUT_S = 2.0
-_STATS = ("batches", "entries", "events", "stored", "duplicates", "dead_lettered", "trimmed")
+_STATS = ("batches", "entries", "events", "stored", "duplicates", "dead_lettered", "trimmed", "settled")
+_SETTLE_EVERY_S = 1.0
+_SETTLE_TRANSIENT = (*POSTGRES_TRANSIENT, *REDIS_TRANSIENT)  # the pass writes both
 
 
 class Flusher:
@@ -87,11 +91,15 @@ class Flusher:
         self.committed = CommittedFeed(self.redis, settings)  # the action hooks' copy of what was committed
         # Several connections, each writing its own batch: Postgres works on one while
         # the other waits for a commit or on a shared row, and the loop decodes the next.
-        self.sinks = [PostgresSink(settings) for _ in range(settings.flusher.pg_connections)]
+        self.judge = Judge(settings)  # one network list and honeypot cache for every connection
+        self.sinks = [PostgresSink(settings, self.judge) for _ in range(settings.flusher.pg_connections)]
+        self.settler = Settler(settings, self.committed)
         self.sink = self.sinks[0]  # maintenance
         self._closing = asyncio.Event()
         self._closing_at = 0.0
         self._queue: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=len(self.sinks))
+        self._settling: asyncio.Task | None = None
+        self._settle_stop = asyncio.Event()
         self._writers_gone = asyncio.Event()  # the write loop ended: nothing more is taken from the queue
         # Batches queued or being written, and when one last got on: what the heartbeat follows.
         self.progress = Progress()
@@ -257,6 +265,9 @@ class Flusher:
         for sink in self.sinks:
             idle.put_nowait(sink)
         writing: set[asyncio.Task] = set()
+        # Clicks come due while no batch arrives too: their own task, on a connection no batch is using.
+        self._settle_stop = asyncio.Event()
+        self._settling = asyncio.create_task(self._settle_loop(idle, self._settle_stop))
         try:
             while (batch := await self._next_batch(reader, writing)) is not None:
                 if time.monotonic() >= next_maintenance and not self._closing.is_set():
@@ -275,10 +286,52 @@ class Flusher:
         except BaseException:
             self._begin_closing()  # the other batches get the grace, the reader stops
             await self._finish_writers(writing)
+            await self._stop_settling()
             raise
         failure = await self._finish_writers(writing)
+        failure = await self._stop_settling() or failure
+        if failure is None:
+            # Drained or closing: settle what is due already (with a zero window: every click stored),
+            # within what is left of the grace; what is not done waits in Postgres for the next flusher.
+            await self._settle_due(idle)
         if failure is not None:
             raise failure
+
+    async def _settle_loop(self, idle: asyncio.Queue[PostgresSink], stop: asyncio.Event) -> None:
+        while not (stop.is_set() or self._closing.is_set()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _SETTLE_EVERY_S)
+            if stop.is_set() or self._closing.is_set():
+                return
+            await self._settle_due(idle)
+
+    async def _settle_due(self, idle: asyncio.Queue[PostgresSink]) -> None:
+        sink = await idle.get()
+        try:
+            async def one_pass() -> int:
+                return await self.settler.settle(await sink.connect())
+
+            while True:
+                taken = await self.retry.run("Postgres: settle clicks", one_pass, _SETTLE_TRANSIENT,
+                                             on_failure=sink.drop_connection)  # fmt: skip
+                self.stats["settled"] += taken
+                if taken < SETTLE_BATCH:
+                    return
+        except Stopping:
+            return
+        finally:
+            idle.put_nowait(sink)
+
+    async def _stop_settling(self) -> BaseException | None:
+        task = self._settling
+        if task is None:
+            return None
+        self._settling = None
+        self._settle_stop.set()
+        await stop_tasks([task], self._shutdown_left(), what="settle pass", log=log, cancel=False)
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            return task.exception()
+        return None
 
     async def _maintain(self, sink: PostgresSink) -> bool:
         """Partitions and clean-up; False when postponed (a long transaction holds the events table)."""
@@ -320,16 +373,19 @@ class Flusher:
             idle.put_nowait(sink)
 
     async def _next_batch(self, reader: asyncio.Task, writing: set[asyncio.Task]) -> Batch | None:
-        """The next batch of the reader, None once it is done; a writer failing meanwhile is raised."""
+        """The next batch of the reader, None once it is done; a writer (or the settle pass) failing is raised."""
         while True:
             _reap(writing)
+            if self._settling is not None and self._settling.done():
+                self._settling.result()
             if not self._queue.empty():
                 return self._queue.get_nowait()
             if reader.done():
                 reader.result()  # the read loop ended without saying so: raise what it raised
                 return None
             waiter = asyncio.ensure_future(self._queue.get())
-            await asyncio.wait({waiter, reader, *writing}, return_when=asyncio.FIRST_COMPLETED)
+            watched = {waiter, reader, *writing, *([self._settling] if self._settling is not None else [])}
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
             if waiter.done():
                 return waiter.result()
             waiter.cancel()

@@ -101,6 +101,9 @@ def settings(redis_url: str, database_url: str, key_prefix: str, tmp_path: Path)
         signing_keys=dict(TEST_KEYS),
         stream_prefix=key_prefix,
         edge={"spool_dir": tmp_path / "spool", "batch_max_age_ms": 2.0, "redis_retry_s": 0.1},
+        # Clicks act as soon as they are stored, and test events come right after their deliveries:
+        # the verdict tests set their own settle window and timing rule.
+        flusher={"settle_s": 0.0, "too_fast_s": 0.0},
     )
 
 

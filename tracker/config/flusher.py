@@ -79,3 +79,32 @@ class FlusherSettings(SettingsPart):
     committed_entry_max_events: int = setting(
         "TRACKER_HOOKS_ENTRY_MAX_EVENTS", 1000, int_range(1, 100_000), "events per committed-stream entry, at most"
     )
+    # -- the human-or-machine verdict (tracker.domain.verdicts); `tracker reclassify` reads them too
+    settle_s: float = setting(
+        "FLUSHER_SETTLE_S", 30.0, float_range(0, 86400),
+        "a click's profile effects and action-hook delivery wait this long: a burst or honeypot may still "
+        "show it was a machine's",
+    )  # fmt: skip
+    effects_for_unknown: bool = setting(
+        "FLUSHER_EFFECTS_FOR_UNKNOWN", True, boolean,
+        "apply the link attributes of clicks judged `unknown` (no signal either way); false: only `human` ones",
+    )  # fmt: skip
+    too_fast_s: float = setting(
+        "TRACKER_VERDICT_TOO_FAST_S", 20.0, float_range(0, 86400),
+        "an open or click this soon after the message's render, send or delivery is a machine's",
+    )  # fmt: skip
+    burst_window_s: float = setting(
+        "TRACKER_VERDICT_BURST_WINDOW_S", 10.0, float_range(0, 3600),
+        "window in which TRACKER_VERDICT_BURST_LINKS distinct links from one IP prefix make a burst",
+    )  # fmt: skip
+    burst_links: int = setting(
+        "TRACKER_VERDICT_BURST_LINKS", 3, int_range(2, 1000), "distinct links of one message that make a burst"
+    )
+    honeypot_window_s: float = setting(
+        "TRACKER_VERDICT_HONEYPOT_WINDOW_S", 60.0, float_range(0, 86400),
+        "clicks from the IP prefix that fetched a message's honeypot link, this close in time, are a machine's",
+    )  # fmt: skip
+    machine_networks_file: str = setting(
+        "TRACKER_MACHINE_NETWORKS_FILE", "", str,
+        "CIDR list of machine networks, read again when it changes (empty: the shipped list)",
+    )  # fmt: skip

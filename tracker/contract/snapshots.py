@@ -53,6 +53,7 @@ class FlusherHeartbeatFacts(msgspec.Struct):
     duplicates: int = 0
     dead_lettered: int = 0
     trimmed: int = 0
+    settled: int = 0  # clicks past their settle window (effects applied or judged a machine's)
 
 
 class HookMetrics(msgspec.Struct):

@@ -1,0 +1,98 @@
+"""Judging a batch before it is stored: each open and click gets its verdict and reasons.
+
+One round trip gathers the history the rules need (render/send/delivery times of the batch's
+message-profile pairs, honeypot links, recent clicks from the same sources); the rules are
+tracker.domain.verdicts. Earlier clicks that a new burst or honeypot fetch turns into a
+machine's come back as changes, applied in the batch's own transaction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import asyncpg
+import msgspec
+
+from tracker.config import Settings
+from tracker.contract.events import Event
+from tracker.domain import verdict_store as store
+from tracker.domain.machine_networks import MachineNetworks
+from tracker.domain.verdicts import CLICKS, JUDGED, MACHINE, Click, bursts, honeypot_marked, judge, reference_time
+from tracker.domain.verdicts import rules_of as verdict_rules
+
+_HONEYPOT_CACHE_MAX = 100_000
+
+
+@dataclass(slots=True)
+class Judged:
+    events: list[Event]
+    changes: list[store.Change] = field(default_factory=list)
+
+
+class Judge:
+    def __init__(self, settings: Settings) -> None:
+        self.rules = verdict_rules(settings.flusher)
+        self.networks = MachineNetworks(settings.flusher.machine_networks_file)
+        # Link tables are immutable per version: which links are honeypots never changes.
+        self._traps: dict[tuple[int, int], frozenset[int]] = {}
+        self.counts: Counter[tuple[str, str]] = Counter()  # (verdict, reason) -> events, for /metrics
+
+    async def judge(self, conn: asyncpg.Connection, events: list[Event]) -> Judged:
+        judged = [e for e in events if e.kind in JUDGED]
+        if not judged:
+            return Judged(events)
+        rules = self.rules
+        times = await store.reference_times(conn, {(e.message_id, e.profile_id) for e in judged})
+        clicks = [e for e in judged if e.kind in CLICKS]
+        own = {e.id: Click(e.id, e.ts_us, e.message_id, e.ip_prefix, (e.link_version, e.link_index)) for e in clicks}
+        stored: list[store.StoredClick] = []
+        if clicks:
+            span = rules.history_us
+            sources = {(c.message_id, c.ip_prefix) for c in own.values() if c.ip_prefix}
+            stored = [s for s in await store.recent_clicks(conn, sources, min(e.ts_us for e in clicks) - span,
+                                                           max(e.ts_us for e in clicks) + span)
+                      if s.click.id not in own]  # fmt: skip
+        every = [*own.values(), *(s.click for s in stored)]
+        traps = await self._trap_links(conn, {(c.message_id, c.link[0]) for c in every})
+        burst = bursts(every, rules)
+        trapped = honeypot_marked(every, traps, rules) | {c.id for c in every if (c.message_id, *c.link) in traps}
+        networks = self.networks.current()
+        out = []
+        for event in events:
+            if event.kind in JUDGED:
+                verdict, reasons = judge(
+                    event.kind, event.ts_us, event.ua_class, event.signals,
+                    sent_at_us=reference_time(times.get((event.message_id, event.profile_id), ()), event.ts_us),
+                    network=networks.label_of(event.ip_prefix), burst=event.id in burst,
+                    honeypot=event.id in trapped, rules=rules,
+                )  # fmt: skip
+            else:
+                verdict, reasons = "unknown", ()
+            for reason in reasons:
+                self.counts[verdict, reason] += 1
+            out.append(msgspec.structs.replace(event, verdict=verdict, reasons=reasons))
+        return Judged(out, _turned(stored, burst, trapped))
+
+    async def _trap_links(self, conn: asyncpg.Connection, versions: set[tuple[int, int]]) -> set[tuple[int, int, int]]:
+        missing = {v for v in versions if v not in self._traps}
+        if missing:
+            found = await store.honeypot_links(conn, missing)
+            if len(self._traps) > _HONEYPOT_CACHE_MAX:
+                self._traps.clear()
+            for version in missing:
+                self._traps[version] = frozenset(i for m, v, i in found if (m, v) == version)
+        return {(m, v, i) for m, v in versions for i in self._traps.get((m, v), ())}
+
+
+def _turned(stored: list[store.StoredClick], burst: set[bytes], trapped: set[bytes]) -> list[store.Change]:
+    """Stored clicks that the new ones show to be a machine's: their reasons gain burst or honeypot."""
+    changes = []
+    for earlier in stored:
+        added = [r for r, hit in (("honeypot", earlier.click.id in trapped), ("burst", earlier.click.id in burst))
+                 if hit and r not in earlier.reasons]  # fmt: skip
+        if not added:
+            continue
+        kept = earlier.reasons if earlier.verdict == MACHINE else ()
+        changes.append(store.Change(earlier.click.id, earlier.ts, MACHINE, (*kept, *added)))
+    return changes
