@@ -7,9 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from edge.api import build_api
+from edge.api._http import http_exception
 from edge.health import dependencies, health, ready
 from edge.reports import ProviderReportRoutes
 from edge.state import EdgeState
@@ -47,7 +51,16 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
             Mount("/api/v1", app=build_api(state)),
         ],
         lifespan=lifespan,
+        # A path the API's mount does not match (e.g. an escaped newline in an id) still gets the API's JSON.
+        exception_handlers={HTTPException: _outer_http_exception},
     )
     app.state.edge = state
     tracking = TrackingRoutes(state, app)
     return tracking
+
+
+async def _outer_http_exception(request: Request, exc: Exception) -> Response:
+    if request.url.path.startswith("/api/"):
+        return await http_exception(request, exc)
+    assert isinstance(exc, HTTPException)
+    return PlainTextResponse(f"{exc.detail}\n", status_code=exc.status_code, headers=exc.headers)

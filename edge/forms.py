@@ -16,7 +16,8 @@ class BodyTooLarge(Exception):
 async def read_body(scope: dict, receive: Any, limit: int) -> bytes:
     """The whole request body, or BodyTooLarge as soon as it passes `limit` bytes."""
     for name, value in scope["headers"]:
-        if name == b"content-length" and value.isdigit() and int(value) > limit:
+        # Length first: int() refuses (ValueError) a number of more than 4300 digits.
+        if name == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > limit):
             raise BodyTooLarge
     chunks = []
     size = 0

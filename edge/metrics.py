@@ -55,6 +55,9 @@ class EdgeMetrics:
             "bad_tokens": Counter("edge_bad_tokens", "Requests with a bad or wrong-kind token", registry=registry),
             "unknown_links": Counter("edge_unknown_links", "Valid tokens for no known link", registry=registry),
             "lookup_errors": Counter("edge_lookup_errors", "Link lookups that failed", registry=registry),
+            "lookups_refused": Counter(
+                "edge_lookups_refused", "Short-link lookups refused: too many in flight", registry=registry
+            ),
             "redis_errors": Counter("edge_redis_errors", "Batch writes that failed on Redis", registry=registry),
         }
         self.cache = Counter("edge_cache_lookups", "In-process cache lookups", ["cache", "result"], registry=registry)
@@ -108,6 +111,7 @@ class EdgeMetrics:
             "bad_tokens": counters.bad_tokens,
             "unknown_links": counters.unknown_links,
             "lookup_errors": counters.lookup_errors,
+            "lookups_refused": counters.lookups_refused,
             "redis_errors": events.redis_errors,
         }
         for name, count in plain.items():
@@ -208,4 +212,11 @@ def render_flusher_snapshots(snapshots: list[FlusherMetricsSnapshot]) -> str:
             lines.append(sample("flusher_commit_seconds_bucket", {**consumer, "le": bound}, count))
         lines.append(sample("flusher_commit_seconds_sum", consumer, histogram.sum))
         lines.append(sample("flusher_commit_seconds_count", consumer, histogram.count))
+    lines += ["# HELP flusher_verdicts_total Opens and clicks judged, by verdict and reason (once per reason)",
+              "# TYPE flusher_verdicts_total counter"]  # fmt: skip
+    for snap in snapshots:
+        for key, count in snap.verdicts.items():
+            verdict, _, reason = key.partition("/")
+            lines.append(sample("flusher_verdicts_total", {"consumer": snap.consumer, "verdict": verdict,
+                                                            "reason": reason}, count))  # fmt: skip
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge",
         description="Serve the tracking edge: open pixels, click redirects and the rest of the public routes. "
         "Settings come from the environment (below); flags set how it is served.",
-        epilog="environment:\n" + settings_help("edge", "reports"),
+        epilog="environment:\n" + settings_help("edge", "reports", "pages"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [default: %(default)s]")

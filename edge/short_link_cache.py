@@ -25,7 +25,7 @@ def short_link_cache(settings: Settings, redis: Redis, pg_pool: Any, redis_down:
     return TieredCache(
         "short-link",
         settings.edge.short_link_cache_size,
-        settings.edge.link_cache_negative_ttl_s,
+        settings.edge.short_link_negative_ttl_s,
         redis,
         settings.edge.link_cache_redis_ttl_s,
         lambda code: short_link_key(settings.stream_prefix, code),
@@ -34,4 +34,6 @@ def short_link_cache(settings: Settings, redis: Redis, pg_pool: Any, redis_down:
         from_postgres,
         lambda link: link,
         redis_down,
+        # Made-up codes are what a flood sends: remember them in Redis too, for every edge process.
+        negative_redis_ttl_s=settings.edge.short_link_negative_ttl_s,
     )

@@ -140,10 +140,12 @@ class SitePixel:
         message_id = profile_id = 0
         if hit.ref:
             token = verify(self.keys, hit.ref)
-            if token is not None and token[0] == _REF:
+            # Only refs the click redirect minted for the site channel: an email or SMS ref is seen by
+            # recipients and providers (message headers, delivery callbacks), so anyone could replay it here.
+            if token is not None and token[0] == _REF and token[1] == _SITE:
                 message_id, profile_id = token[2], token[3]
             else:
-                self.counters.bad_tokens += 1  # a forged ref: keep the action, anonymously
+                self.counters.bad_tokens += 1  # a forged or foreign ref: keep the action, anonymously
         self.capture("site_action", _SITE, message_id, profile_id, scope, data=data)
         return (self.gif, responses.GIF_BODY) if image else (self.accepted, responses.EMPTY_BODY)
 

@@ -32,6 +32,7 @@ class EdgeCounters:
     lookup_errors: int = 0
     held_reads: int = 0  # read beacons open right now
     bad_site_hits: int = 0
+    lookups_refused: int = 0  # /s/ misses answered 503 at once: too many lookups in flight
 
 
 class EdgeState:
@@ -47,10 +48,19 @@ class EdgeState:
             # MULTI/EXEC whose reply was lost would add its events twice.
             retry=Retry(NoBackoff(), 0),
         )
+        # Event writes get a pool of their own: lookups (a flood of /s/ codes, say) that use up
+        # `self.redis` must not push real opens and clicks into the spool.
+        self.events_redis: Redis = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+            max_connections=settings.edge.events_redis_connections,
+            retry=Retry(NoBackoff(), 0),
+        )
         self.pg_pool: asyncpg.Pool | None = None
         self.closing = False  # the lifespan is shutting down: /ready answers 503
         self.spool = Spool(settings.edge.spool_dir, settings.edge.spool_max_bytes, settings.edge.spool_fsync)
-        self.events = EventBuffer(settings, self.redis, self.spool)
+        self.events = EventBuffer(settings, self.events_redis, self.spool)
         pool = _LazyPool(self)
         self.links = link_cache(settings, self.redis, pool, self.redis_is_down)
         self.short_links = short_link_cache(settings, self.redis, pool, self.redis_is_down)
@@ -81,6 +91,7 @@ class EdgeState:
         if self.pg_pool is not None:
             await self.pg_pool.close()
         await self.redis.aclose()
+        await self.events_redis.aclose()
 
 
 class _LazyPool:

@@ -4,8 +4,10 @@ Used for link-table versions and SMS short codes: both are immutable once
 written, so an in-process copy never goes stale and needs no TTL, only a size
 bound. Concurrent misses for one key share one lookup; keys that do not exist
 are remembered for a short while so a burst for a missing key does not reach
-Postgres each time. While Redis is known to be down, misses go straight to
-Postgres instead of waiting for a connect timeout each.
+Postgres each time; with `negative_redis_ttl_s`, Redis remembers them too (an
+empty value), so the other edge processes skip Postgres as well. While Redis is
+known to be down, misses go straight to Postgres instead of waiting for a
+connect timeout each.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class TieredCache(Generic[K, V]):
         from_postgres: Callable[[K], Awaitable[Any]],
         ready: Callable[[Any], V],
         redis_down: Callable[[], bool],
+        negative_redis_ttl_s: int = 0,
     ) -> None:
         """`from_postgres` returns the stored form (or None); `ready` turns it into what callers use."""
         self.name = name
@@ -52,6 +55,7 @@ class TieredCache(Generic[K, V]):
         self.from_postgres = from_postgres
         self.ready = ready
         self.redis_down = redis_down
+        self.negative_redis_ttl_s = negative_redis_ttl_s
         self._entries: OrderedDict[K, V] = OrderedDict()
         self._missing: dict[K, float] = {}
         self._inflight: dict[K, asyncio.Future[V | None]] = {}
@@ -65,6 +69,11 @@ class TieredCache(Generic[K, V]):
             self._entries.move_to_end(key)
             self.hits += 1
         return entry
+
+    def missing(self, key: K) -> bool:
+        """Known not to exist, a short while ago (no I/O)."""
+        missing_until = self._missing.get(key)
+        return missing_until is not None and missing_until > time.monotonic()
 
     async def fetch(self, key: K) -> V | None:
         entry = self.cached(key)
@@ -98,6 +107,9 @@ class TieredCache(Generic[K, V]):
         if use_redis:
             try:
                 raw = await self.redis.get(self.redis_key(key))
+                if raw == b"":  # another process found it missing a short while ago
+                    self._note_missing(key)
+                    return None
                 stored = self.from_redis(raw) if raw is not None else None
             except (RedisError, OSError) as exc:
                 log.warning("%s cache: Redis unavailable (%r), reading Postgres", self.name, exc)
@@ -105,10 +117,13 @@ class TieredCache(Generic[K, V]):
         if stored is None:
             stored = await self.from_postgres(key)
         if stored is None:
-            if self.negative_ttl_s:
-                if len(self._missing) >= self.size:
-                    self._missing.clear()
-                self._missing[key] = time.monotonic() + self.negative_ttl_s
+            self._note_missing(key)
+            if self.negative_redis_ttl_s and use_redis:
+                try:
+                    # NX: never hide a real entry written meanwhile (a new one overwrites this marker).
+                    await self.redis.set(self.redis_key(key), b"", ex=self.negative_redis_ttl_s, nx=True)
+                except (RedisError, OSError) as exc:
+                    log.warning("%s cache: could not note a missing key in Redis (%r)", self.name, exc)
             return None
         if not found_in_redis and use_redis:
             try:
@@ -116,7 +131,14 @@ class TieredCache(Generic[K, V]):
             except (RedisError, OSError) as exc:
                 log.warning("%s cache: could not refill Redis (%r)", self.name, exc)
         entry = self.ready(stored)
+        self._missing.pop(key, None)
         self._entries[key] = entry
         if len(self._entries) > self.size:
             self._entries.popitem(last=False)
         return entry
+
+    def _note_missing(self, key: K) -> None:
+        if self.negative_ttl_s:
+            if len(self._missing) >= self.size:
+                self._missing.clear()  # bounded: a flood of made-up keys costs memory only up to `size`
+            self._missing[key] = time.monotonic() + self.negative_ttl_s

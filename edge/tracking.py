@@ -13,6 +13,7 @@ from typing import Any
 from edge import responses
 from edge.capture import Capture
 from edge.confirm import confirm_route
+from edge.pages import RecipientPages
 from edge.push import PushCallbacks
 from edge.read import ReadBeacon
 from edge.short_links import ShortLinks
@@ -35,8 +36,9 @@ class TrackingRoutes:
         settings, counters = state.settings, state.counters
         self.read = ReadBeacon(self.keys, capture, settings, counters)
         edge = settings.edge
-        self.unsubscribe = unsubscribe_route(self.keys, capture, edge.form_max_bytes, counters)
-        self.confirm = confirm_route(self.keys, capture, edge.confirm_url, edge.form_max_bytes, counters)
+        pages = RecipientPages.build(settings.pages, state, counters)
+        self.unsubscribe = unsubscribe_route(self.keys, capture, edge.form_max_bytes, counters, pages=pages)
+        self.confirm = confirm_route(self.keys, capture, edge.confirm_url, edge.form_max_bytes, counters, pages=pages)
         self.push = PushCallbacks(self.keys, capture, edge.push_cors_origin, counters)
         self.short_links = ShortLinks(state, capture)
         self.site = SitePixel(self.keys, capture, settings, counters)
@@ -58,6 +60,9 @@ class TrackingRoutes:
             await send(body)
             self.requests["too_long", 414] += 1
             return
+        # A token has one spelling: one that came %-escaped is not a token (the server unescapes `path`).
+        if b"%" in scope.get("raw_path", b""):
+            path = _unescaped_token(path)
         if path.startswith("/o/"):
             return await self.open_pixel(scope, send, path[3:])
         if path.startswith("/c/"):
@@ -172,6 +177,17 @@ class _StatusSend:
 
 _OTHER_ROUTES = (("/api/", "api"), ("/reports/", "provider_reports"), ("/hooks/", "provider_reports"),
                  ("/health", "health"), ("/ready", "ready"), ("/metrics", "metrics"), ("/ak", "site"))  # fmt: skip
+
+
+_TOKEN_ROUTES = ("/o/", "/c/", "/p/", "/r/", "/u/", "/cf/")
+
+
+def _unescaped_token(path: str) -> str:
+    """The path with its token made invalid (the route then answers as for any bad token)."""
+    for prefix in _TOKEN_ROUTES:
+        if path.startswith(prefix):
+            return prefix + "!"
+    return path
 
 
 def _other_route(path: str) -> str:

@@ -166,7 +166,7 @@ select from profiles where id in (
     union
     select profile_id from flush_new
     where profile_id <> 0
-      and (kind in ('unsubscribed', 'confirmed', 'hard_bounce', 'soft_bounce', 'complained')
+      and (kind in ('unsubscribed', 'confirmed', 'subscribed', 'hard_bounce', 'soft_bounce', 'complained')
            -- only SMS outcomes change the profile (its phone); an email delivered changes nothing
            or (channel = 'sms' and kind in ('undelivered', 'delivered')))
 ) order by id for update;
@@ -204,7 +204,8 @@ with changes as (
     union all
     select n.profile_id, m.resource_id, n.ts, n.kind
     from flush_new n join messages m on m.id = n.message_id
-    where n.kind in ('unsubscribed', 'confirmed') and n.profile_id <> 0 and m.resource_id is not null
+    -- `subscribed`: a recipient's resubscribe from the unsubscribe page (edge.unsubscribe)
+    where n.kind in ('unsubscribed', 'confirmed', 'subscribed') and n.profile_id <> 0 and m.resource_id is not null
 ), latest as (
     select distinct on (c.profile_id, c.resource_id) c.profile_id, c.resource_id, c.ts, c.action
     from changes c

@@ -94,5 +94,5 @@ def _turned(stored: list[store.StoredClick], burst: set[bytes], trapped: set[byt
         if not added:
             continue
         kept = earlier.reasons if earlier.verdict == MACHINE else ()
-        changes.append(store.Change(earlier.click.id, earlier.ts, MACHINE, (*kept, *added)))
+        changes.append(store.Change(earlier.click.id, earlier.ts, MACHINE, tuple(sorted({*kept, *added}))))
     return changes

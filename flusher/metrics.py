@@ -22,6 +22,7 @@ import asyncio
 import bisect
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from redis.asyncio import Redis
@@ -53,6 +54,8 @@ class FlusherMetrics:
         self._bucket_hits = [0] * (len(COMMIT_BUCKETS) + 1)
         self.commit_sum = 0.0
         self.commit_count = 0
+        # (verdict, reason) -> events; the worker hands in its judge's own counter (flusher.judging).
+        self.verdicts: Counter[tuple[str, str]] = Counter()
 
     def observe_commit(self, seconds: float) -> None:
         self._bucket_hits[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
@@ -79,6 +82,7 @@ class FlusherMetrics:
             lag_s=round(self.lag_s, 3),
             commit_seconds=CommitSeconds(buckets=cumulative, sum=self.commit_sum, count=self.commit_count),
             at=time.time() if at is None else at,
+            verdicts={f"{verdict}/{reason}": count for (verdict, reason), count in sorted(self.verdicts.items())},
         )
 
 

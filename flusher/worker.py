@@ -106,6 +106,7 @@ class Flusher:
         self._trimming = Outage(log, "Redis: trim the streams")
         self.stats = dict.fromkeys(_STATS, 0)
         self.metrics = FlusherMetrics(self.consumer)
+        self.metrics.verdicts = self.judge.counts
         self.metrics_publisher = MetricsPublisher(
             self.redis, settings.stream_prefix, self.streams.streams, self.metrics
         )

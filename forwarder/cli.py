@@ -101,16 +101,23 @@ async def test(settings: Settings, hook_id: int) -> int:
     from forwarder.registry import load_hook
     from forwarder.worker import deliver_sample
     from tracker.contract.events import EventIds
+    from tracker.domain.destination_policy import DestinationPolicy
+    from tracker.domain.secret_box import SecretBox, SecretKeyMissing
 
     conn = await asyncpg.connect(settings.database_url)
     try:
-        definition = await load_hook(conn, hook_id)
+        definition = await load_hook(conn, hook_id, SecretBox.from_settings(settings))
+    except SecretKeyMissing as exc:
+        print(f"forwarder: hook {hook_id}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     finally:
         await conn.close()
     if definition is None:
         print(f"forwarder: no hook {hook_id}", file=sys.stderr)
         return EXIT_FAILED
-    reply = await deliver_sample(definition, EventIds())
+    # The operator's own command: it sends whatever the hook's state, and the log line has the details.
+    reply = await deliver_sample(definition, EventIds(), DestinationPolicy.from_settings(settings),
+                                 settings.forwarder.test_timeout_s)  # fmt: skip
     print(f"{'delivered' if reply.ok else 'FAILED'} in {reply.took_ms} ms: {reply.answer}")
     return EXIT_OK if reply.ok else EXIT_FAILED
 

@@ -9,7 +9,9 @@ from typing import Any
 
 import asyncpg
 
-from tracker.domain.hook_definitions import Destination, HookFilter, decode_destination, decode_filter
+from tracker.domain.hook_definitions import Destination, HookFilter, decode_filter
+from tracker.domain.hook_secrets import unseal_destination
+from tracker.domain.secret_box import SecretBox, SecretKeyMissing
 
 _MESSAGES_CACHE_MAX = 100_000
 
@@ -29,9 +31,9 @@ class HookDefinition:
         return (self.destination, self.filter)
 
 
-def _definition(row: asyncpg.Record) -> HookDefinition:
+def _definition(row: asyncpg.Record, box: SecretBox) -> HookDefinition:
     return HookDefinition(
-        row["id"], row["name"], decode_destination(row["secrets"]), decode_filter(row["filter"]), row["state"],
+        row["id"], row["name"], unseal_destination(row["secrets"], box), decode_filter(row["filter"]), row["state"],
         row["updated_at"],
     )  # fmt: skip
 
@@ -39,13 +41,23 @@ def _definition(row: asyncpg.Record) -> HookDefinition:
 _SELECT = "select id, name, secrets::text as secrets, filter::text as filter, state, updated_at from hooks"
 
 
-async def load_hooks(conn: asyncpg.Connection | asyncpg.Pool) -> dict[int, HookDefinition]:
-    return {row["id"]: _definition(row) for row in await conn.fetch(_SELECT + " order by id")}
+async def load_hooks(
+    conn: asyncpg.Connection | asyncpg.Pool, box: SecretBox
+) -> tuple[dict[int, HookDefinition], dict[int, str]]:
+    """The definitions, and why each hook whose secrets do not open (a key missing) was left out."""
+    definitions, unreadable = {}, {}
+    for row in await conn.fetch(_SELECT + " order by id"):
+        try:
+            definitions[row["id"]] = _definition(row, box)
+        except SecretKeyMissing as exc:  # the other hooks go on; this one waits for its key
+            unreadable[row["id"]] = str(exc)
+    return definitions, unreadable
 
 
-async def load_hook(conn: asyncpg.Connection | asyncpg.Pool, hook_id: int) -> HookDefinition | None:
+async def load_hook(conn: asyncpg.Connection | asyncpg.Pool, hook_id: int, box: SecretBox) -> HookDefinition | None:
+    """One definition (None: no such hook); SecretKeyMissing when its secrets do not open."""
     row = await conn.fetchrow(_SELECT + " where id = $1", hook_id)
-    return None if row is None else _definition(row)
+    return None if row is None else _definition(row, box)
 
 
 async def record_success(pool: asyncpg.Pool, hook_id: int, events: int) -> None:

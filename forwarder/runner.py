@@ -54,6 +54,7 @@ from tracker.contract.keys import (
     hook_group,
     hook_replay_stream,
 )
+from tracker.domain.destination_policy import DestinationPolicy
 from tracker.domain.hook_definitions import compile_filter
 from tracker.domain.hook_streams import create_groups
 from tracker.streams.consumer import Found, GroupConsumer, as_text, field_value
@@ -110,7 +111,8 @@ class HookRunner:
                                     forget_idle_ms=forget_idle_ms, log=log)  # fmt: skip
         self.streams = self.reader.streams
         self.dead_letter = hook_dead_letter_stream(prefix, definition.id)
-        self.destination: Destination = open_destination(definition.destination)
+        self.destination: Destination = open_destination(definition.destination,
+                                                         DestinationPolicy.from_settings(settings))  # fmt: skip
         self.matches = compile_filter(definition.filter)
         self.failures = 0
         self.wake = asyncio.Event()  # state changed or closing: stop waiting
@@ -266,10 +268,10 @@ class HookRunner:
                 with self.progress.idle():  # the destination's time (bounded by its own timeout), not a stall of ours
                     await self.destination.send(delivery)
             except DeliveryFailed as exc:
-                error = str(exc)
+                error, detail = str(exc), exc.detail  # stored and shown, logged only
             except Exception as exc:  # a destination bug must not kill the worker: retried as a failure
                 log.exception("hook %d: destination raised", self.hook_id)
-                error = f"{type(exc).__name__}: {exc}"
+                error = detail = f"destination error ({type(exc).__name__})"
             else:
                 self.progress.moved()
                 self.failures = 0
@@ -284,7 +286,7 @@ class HookRunner:
             self.outcome.failed_attempts += 1
             age_s = time.time() - oldest_ms / 1000
             if tries >= DEAD_LETTER_MIN_TRIES and age_s >= self.settings.forwarder.dead_letter_after_s:
-                await self._dead_letter(delivery, error, tries)
+                await self._dead_letter(delivery, error, tries, detail)
                 return
             limit = self.settings.forwarder.pause_after_failures
             pause = bool(limit) and self.failures >= limit
@@ -293,17 +295,17 @@ class HookRunner:
             state = await self.retry.run("Postgres: record failure", record, ANY_TRANSIENT)
             if pause:
                 log.error("hook %d (%s): %d failures in a row, now %s (backlog kept): %s",
-                          self.hook_id, self.definition.name, self.failures, state, error)  # fmt: skip
+                          self.hook_id, self.definition.name, self.failures, state, detail)  # fmt: skip
                 self.definition = dataclasses.replace(self.definition, state=state)
                 raise Stopping("paused")
             delay = self.delivery_retry.delay(self.failures)
             left = f"{limit - self.failures} before it is paused" if limit else "no limit"
             log.warning("hook %d: delivery %s failed: %s; try %d in %.2fs (%s)",
-                        self.hook_id, delivery.batch_id, error, tries + 1, delay, left)  # fmt: skip
+                        self.hook_id, delivery.batch_id, detail, tries + 1, delay, left)  # fmt: skip
             with self.progress.idle():  # the destination's backoff, not a stall of ours
                 await self._wait(delay)
 
-    async def _dead_letter(self, delivery: Delivery, error: str, tries: int) -> None:
+    async def _dead_letter(self, delivery: Delivery, error: str, tries: int, detail: str) -> None:
         payload = encode_batch([encode_event(event) for event in delivery.events])
         fields = {"e": payload, "error": error[:2000], "attempts": tries, "batch_id": delivery.batch_id,
                   "at": str(time.time())}  # fmt: skip
@@ -314,7 +316,7 @@ class HookRunner:
             self.lookups.pool, self.hook_id, len(delivery.events)), ANY_TRANSIENT)  # fmt: skip
         self.outcome.dead_lettered += len(delivery.events)
         log.error("hook %d: %d events dead-lettered after %d tries: %s",
-                  self.hook_id, len(delivery.events), tries, error)  # fmt: skip
+                  self.hook_id, len(delivery.events), tries, detail)  # fmt: skip
 
     # -- support -------------------------------------------------------------------------
 

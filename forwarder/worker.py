@@ -35,7 +35,7 @@ import asyncpg
 import msgspec
 from redis.asyncio.client import Pipeline
 
-from forwarder.delivery import Delivery, DeliveryFailed
+from forwarder.delivery import NO_ANSWER, Delivery, DeliveryFailed
 from forwarder.destinations import open_destination
 from forwarder.registry import HookDefinition, Lookups, load_hook, load_hooks
 from forwarder.replays import Replays
@@ -51,7 +51,9 @@ from tracker.contract.keys import (
     hooks_version_key,
 )
 from tracker.contract.snapshots import ForwarderHeartbeatFacts, ForwarderMetricsSnapshot, HookMetrics, encode
+from tracker.domain.destination_policy import DestinationPolicy
 from tracker.domain.hook_definitions import TestReply, TestRequest, sample_event
+from tracker.domain.secret_box import SecretBox, SecretKeyMissing
 from tracker.streams.consumer import open_redis
 from tracker.streams.heartbeat import Heartbeat, default_consumer_name, most_stalled
 from tracker.streams.retry import (
@@ -88,6 +90,11 @@ class HooksWorker:
         self._closing = asyncio.Event()
         self._version: bytes | None = None
         self.ids = EventIds()
+        self.box = SecretBox.from_settings(settings)
+        self.policy = DestinationPolicy.from_settings(settings)
+        self._unreadable: dict[int, str] = {}  # hooks left out for their secrets, each logged once
+        # Test deliveries at once in this worker (the API bounds them over all edges too).
+        self._test_slots = asyncio.Semaphore(settings.forwarder.test_concurrency)
         # Per hook, for as long as this worker runs: a runner made again on reload carries on counting.
         self.outcomes: dict[int, Outcome] = {}
         prefix = settings.stream_prefix
@@ -197,10 +204,14 @@ class HooksWorker:
 
     async def reload(self) -> None:
         assert self.pool is not None
-        definitions = await load_hooks(self.pool)
+        definitions, unreadable = await load_hooks(self.pool, self.box)
+        for hook_id, why in unreadable.items():
+            if self._unreadable.get(hook_id) != why:
+                log.error("hook %d: left out until its secrets open: %s", hook_id, why)
+        self._unreadable = unreadable
         # Heals the flusher's switch if Redis lost it (not bumping the version: no reload loop).
         try:
-            await self.redis.set(hooks_count_key(self.settings.stream_prefix), len(definitions))
+            await self.redis.set(hooks_count_key(self.settings.stream_prefix), len(definitions) + len(unreadable))
         except Exception as exc:
             if not is_out_of_memory(exc):  # Redis full: the switch it has is kept, healing waits for room
                 raise
@@ -262,19 +273,28 @@ class HooksWorker:
                 task.add_done_callback(tests.discard)
 
     async def _answer_test(self, request: TestRequest) -> None:
-        reply = await self.send_test(request.hook_id)
+        if request.deadline and time.time() > request.deadline:
+            return  # the API stopped waiting for it: sending now would answer no one
+        async with self._test_slots:
+            reply = await self.send_test(request.hook_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.rpush(request.reply_key, msgspec.json.encode(reply))
             pipe.expire(request.reply_key, 60)
             await pipe.execute()
 
     async def send_test(self, hook_id: int) -> TestReply:
-        """One sample event through the hook's destination now, whatever the hook's state."""
+        """One sample event through the hook's destination now, unless it is paused (failing is tested)."""
         assert self.pool is not None
-        definition = await load_hook(self.pool, hook_id)
+        try:
+            definition = await load_hook(self.pool, hook_id, self.box)
+        except SecretKeyMissing as exc:
+            log.error("hook %d: test not sent: %s", hook_id, exc)
+            return TestReply(False, "the hook's secrets do not open (see the forwarder's log)", 0.0)
         if definition is None:
             return TestReply(False, f"hook {hook_id} does not exist", 0.0)
-        return await deliver_sample(definition, self.ids)
+        if definition.state == "paused":
+            return TestReply(False, "the hook is paused", 0.0)
+        return await deliver_sample(definition, self.ids, self.policy, self.settings.forwarder.test_timeout_s)
 
     # -- support -------------------------------------------------------------------------
 
@@ -335,17 +355,28 @@ class HooksWorker:
             raise
 
 
-async def deliver_sample(definition: HookDefinition, ids: EventIds) -> TestReply:
-    destination = open_destination(definition.destination)
+async def deliver_sample(definition: HookDefinition, ids: EventIds, policy: DestinationPolicy,
+                         timeout_s: float) -> TestReply:  # fmt: skip
+    """One sample event through the destination, within `timeout_s`.
+
+    The reply says only the class of the answer ("2xx", "5xx", "connect failed"): the text
+    of whatever answered stays out, and a refused connection reads like a timeout.
+    """
+    destination = open_destination(definition.destination, policy)
     event = sample_event(ids)
     started = time.perf_counter()
     try:
-        answer = await destination.send(Delivery(definition.id, f"{definition.id}-test-{event.id.hex()}", [event]))
-        ok = True
+        delivery = Delivery(definition.id, f"{definition.id}-test-{event.id.hex()}", [event])
+        answer, ok = await asyncio.wait_for(destination.send(delivery), timeout_s), True
     except DeliveryFailed as exc:
-        answer, ok = str(exc), False
-    except Exception as exc:  # the owner sees what went wrong rather than a 500
-        answer, ok = f"{type(exc).__name__}: {exc}", False
+        answer, ok = exc.answer, False
+        log.info("hook %d: test delivery failed: %s", definition.id, exc.detail)
+    except TimeoutError:
+        answer, ok = NO_ANSWER, False
+    except Exception:  # the owner gets an answer rather than a 500; the operator the traceback
+        log.exception("hook %d: test delivery raised", definition.id)
+        answer, ok = "failed", False
     finally:
-        await destination.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(destination.close(), _CLOSE_TIMEOUT_S)
     return TestReply(ok, answer, round((time.perf_counter() - started) * 1000, 1))

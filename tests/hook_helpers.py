@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -50,11 +51,12 @@ class Receiver:
     """
 
     port: int = 0
-    default: str = "200"  # "200", "500", ... , "slow" (200 after 0.2 s), "hang", "close"
+    default: str = "200"  # "200", "500", ... , "slow" (200 after 0.2 s), "hang", "close", "gate" (200 once opened)
     script: list[str] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
     accepted: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    gate: threading.Event = field(default_factory=threading.Event)  # "gate" answers wait for it
 
     @property
     def url(self) -> str:
@@ -86,6 +88,9 @@ def http_receiver() -> Iterator[Receiver]:
                 time.sleep(1.0)  # longer than the hook's timeout in the tests
                 self.close_connection = True
                 return
+            if answer == "gate":
+                receiver.gate.wait(30)
+                answer = "200"
             if answer == "slow":
                 time.sleep(0.2)  # a busy receiver: deliveries are in flight when a test strikes
                 answer = "200"
@@ -119,9 +124,16 @@ def http_receiver() -> Iterator[Receiver]:
         thread.join(5)
 
 
+SECRET_KEYS = "1:" + base64.b64encode(bytes(range(32))).decode()  # TRACKER_HOOKS_SECRET_KEYS
+# The receivers and brokers of these tests listen on loopback, which hooks may not reach by default.
+LOOPBACK_ALLOWED = ("127.0.0.0/8", "::1/128")
+
+
 def hook_settings(settings: Settings, **forwarder: Any) -> Settings:
-    """`settings` with quick retries and reloads, and `forwarder` changes to its forwarder part."""
-    quick = {"retry_min_s": 0.05, "retry_max_s": 0.2, "reload_s": 0.2, "claim_idle_ms": 60_000}
+    """`settings` with quick retries and reloads, loopback allowed, a key sealing hook secrets,
+    and `forwarder` changes to its forwarder part."""
+    quick = {"retry_min_s": 0.05, "retry_max_s": 0.2, "reload_s": 0.2, "claim_idle_ms": 60_000,
+             "allowed_destinations": LOOPBACK_ALLOWED, "secret_keys": SECRET_KEYS}  # fmt: skip
     flusher = {"retry_min_s": 0.05, "retry_max_s": 0.5, "batch_max_age_ms": 20.0, "committed_check_interval_s": 0.0}
     return settings.replace(forwarder={**quick, **forwarder}, flusher=flusher)
 

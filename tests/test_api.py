@@ -301,3 +301,42 @@ async def test_the_openapi_document_is_served_and_covers_every_route(api: Api) -
     for operations in document["paths"].values():
         for operation in operations.values():
             assert "401" in operation["responses"] and "403" in operation["responses"]
+
+
+# -- input Postgres would refuse: a 422 naming the field, never a 500 --
+
+
+async def test_nul_characters_get_422_naming_the_field(api: Api) -> None:
+    cases = [
+        ("POST", "/resources", {"name": "a\x00b", "channel": "email"}, "$.name"),
+        ("POST", "/messages", {"channel": "sms", "content": "hi\x00"}, "$.content"),
+        ("POST", "/profiles", {"external_id": "x\x00"}, "$.external_id"),
+        ("POST", "/profiles", {"email": unique_email(), "fields": {"clicked_link": "\x00"}}, "$.fields.clicked_link"),
+    ]
+    for method, path, body, where in cases:
+        response = await api.call(method, path, json=body)
+        assert error_of(response) == (422, "invalid_text"), (path, response.text)
+        assert where in response.json()["error"]["message"]
+    lookup = await api.call("GET", "/profiles/lookup", params={"external_id": "a\x00"})
+    assert error_of(lookup) == (422, "invalid_text") and "external_id" in lookup.json()["error"]["message"]
+
+
+async def test_a_render_version_past_postgres_integer_gets_422(api: Api) -> None:
+    message = (await api.call("POST", "/messages", json={"channel": "sms", "content": "hi"})).json()
+    profile = (await api.call("POST", "/profiles", json={"email": unique_email()})).json()
+    for version in (2**31, 2**63 - 1):
+        response = await api.call(
+            "POST", f"/messages/{message['id']}/render", json={"profile_ids": [profile["id"]], "version": version}
+        )
+        assert error_of(response) == (422, "invalid_request") and "$.version" in response.json()["error"]["message"]
+
+
+async def test_whole_numbers_written_with_a_decimal_point_are_integers(api: Api) -> None:
+    message = (await api.call("POST", "/messages", json={"channel": "sms", "content": "hi"})).json()
+    profile = (await api.call("POST", "/profiles", json={"email": unique_email()})).json()
+    response = await api.call(
+        "POST", f"/messages/{message['id']}/render", json={"profile_ids": [float(profile["id"])], "version": 1.0}
+    )
+    assert response.status_code == 200 and response.json()["recipients"][0]["profile_id"] == profile["id"]
+    fraction = await api.call("POST", f"/messages/{message['id']}/render", json={"profile_ids": [1.5]})
+    assert error_of(fraction) == (422, "invalid_request")

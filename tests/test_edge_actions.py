@@ -77,7 +77,8 @@ async def test_unsubscribe_get_changes_nothing_post_unsubscribes(settings, redis
     async with running_edge(settings) as (_app, client):
         page = await client.get(f"/u/{unsubscribe}")
         assert page.status_code == 200
-        assert "<form method=post>" in page.text and "Unsubscribe</button>" in page.text
+        assert '<form method="post">' in page.text and "Unsubscribe</button>" in page.text
+        assert '<html lang="en">' in page.text
         assert page.headers["referrer-policy"] == "no-referrer"
         await assert_no_events(redis, settings)  # a scanner's GET does nothing
 

@@ -157,4 +157,18 @@ async def test_page_view_and_custom_action_from_headless_chromium(settings, redi
     cart = next(e for e in events if e.data["action"] == "add_to_cart")
     assert cart.data["props"] == {"sku": "A-1", "qty": 2}
     assert cart.data["url"] == landing
-    assert cart.ua_class in ("desktop", "bot", "other")
+    assert (cart.ua_class, cart.ua_family) == ("headless", "headless-chrome")  # the HeadlessChrome UA
+
+
+async def test_an_email_or_sms_ref_does_not_tie_site_actions_to_a_profile(settings, redis) -> None:
+    settings = settings.replace(**SITE)
+    # Refs recipients and providers see: message headers and delivery callbacks.
+    foreign = [
+        mint(settings.signing_keys, 1, TokenKind.REF, channel, 77, 4242) for channel in (Channel.EMAIL, Channel.SMS)
+    ]
+    async with running_edge(settings) as (app, client):
+        for ref in foreign:
+            assert (await client.post("/ak/e", content=hit(ref=ref))).status_code == 204
+        events = await wait_for_events(redis, settings, 2)
+        assert app.state.counters.bad_tokens == 2
+    assert [(e.kind, e.channel, e.message_id, e.profile_id) for e in events] == [("site_action", "site", 0, 0)] * 2

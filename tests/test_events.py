@@ -80,7 +80,8 @@ def test_the_edges_tuples_encode_to_the_same_bytes_as_events() -> None:
         Event(id=b"i" * 16, kind="clicked", channel="sms", message_id=11, profile_id=22,
               ts_us=clicked[EVENT_FIELDS.index("ts_us")], link_version=3, link_index=4, ua_class="mobile",
               ip_prefix="203.0.113.0", data={"k": "v"}, signals=8, ua_family="ios"),
-        Event(id=report_event_id("email", "generic", "p-1", 1_700_000_000_000_000), kind="delivered",
+        Event(id=report_event_id("email", "generic", "p-1", 1_700_000_000_000_000, kind="delivered",
+                                 recipient="33:44"), kind="delivered",
               channel="email", message_id=33, profile_id=44, ts_us=1_700_000_000_000_000, data={"code": "250"}),
     ]  # fmt: skip
     assert expected[0].ts_us // 1000 == asked_ms[0]

@@ -13,7 +13,7 @@ from tests.flusher_helpers import drain, event, make_message, make_profiles, pus
 from tracker.contract.keys import CONSUMER_GROUP, ENTRY_FIELD, event_stream, event_streams, flusher_metrics_key
 
 SNAPSHOT_FIELDS = {"consumer", "batches", "rows_written", "duplicates", "dead_lettered", "lag_s", "commit_seconds",
-                   "at"}  # fmt: skip
+                   "at", "verdicts"}  # fmt: skip
 
 
 async def test_a_burst_flusher_publishes_rows_duplicates_dead_letters_and_commit_latency(settings, redis, pg):

@@ -170,8 +170,8 @@ async def test_the_api_test_command_reports_what_the_destination_answered(settin
                                              "topic": "hook-tests", "idempotent": False}}  # fmt: skip
         hook_id = (await api.call("POST", "/hooks", json=good)).json()["id"]
         answer = (await api.call("POST", f"/hooks/{hook_id}/test")).json()
-        assert answer["ok"] and answer["answer"] == "Kafka acknowledged 1"
+        assert answer["ok"] and answer["answer"] == "acknowledged"
         bad = {"name": "h", "destination": {"type": "http", "url": "http://127.0.0.1:9/", "timeout_s": 0.5}}
         hook_id = (await api.call("POST", "/hooks", json=bad)).json()["id"]
         answer = (await api.call("POST", f"/hooks/{hook_id}/test")).json()
-        assert not answer["ok"] and answer["answer"].startswith("HTTP: ConnectError")
+        assert not answer["ok"] and answer["answer"] == "connect failed"

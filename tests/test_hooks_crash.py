@@ -11,7 +11,15 @@ from collections import defaultdict
 
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, flusher_env, make_message, make_profiles, push
-from tests.hook_helpers import SECRET, hook_settings, http_receiver, no_hooks_left, until  # noqa: F401
+from tests.hook_helpers import (  # noqa: F401
+    LOOPBACK_ALLOWED,
+    SECRET,
+    SECRET_KEYS,
+    hook_settings,
+    http_receiver,
+    no_hooks_left,
+    until,
+)
 
 pytestmark = __import__("pytest").mark.slow
 
@@ -20,6 +28,7 @@ def start_worker(settings, consumer: str) -> subprocess.Popen:
     env = flusher_env(
         settings, TRACKER_HOOKS_CONSUMER=consumer, TRACKER_HOOKS_CLAIM_IDLE_MS="500", TRACKER_HOOKS_RELOAD_S="0.2",
         TRACKER_HOOKS_RETRY_MIN_S="0.05", TRACKER_HOOKS_RETRY_MAX_S="0.2",
+        TRACKER_HOOKS_ALLOWED_DESTINATIONS=",".join(LOOPBACK_ALLOWED), TRACKER_HOOKS_SECRET_KEYS=SECRET_KEYS,
     )  # fmt: skip
     log = tempfile.TemporaryFile()
     return subprocess.Popen([sys.executable, "-m", "forwarder.cli"], env=env, stdout=log, stderr=log)

@@ -72,29 +72,3 @@ async def test_a_failed_post_is_retried_until_acknowledged_with_the_same_batch_i
             assert hook["state"] == "active" and hook["consecutive_failures"] == 0 and hook["delivered"] == 1
             assert hook["last_error"].startswith("HTTP 503")  # the last failure stays visible
             assert hook["backlog_entries"] == 0
-
-
-async def test_secrets_are_accepted_and_never_returned(settings, redis):
-    with http_receiver() as receiver:
-        async with running_api(settings) as api:
-            body = http_hook(receiver.url, headers={"Authorization": "Bearer crm-token-123456"})
-            created = (await api.call("POST", "/hooks", json=body)).json()
-            for shown in (created, (await api.call("GET", f"/hooks/{created['id']}")).json()):
-                text = str(shown)
-                assert SECRET not in text and "crm-token" not in text
-                assert shown["destination"]["secret"] == "set, ends in " + SECRET[-4:]
-                assert shown["destination"]["headers"] == {"Authorization": "set"}
-            # An update that leaves the secret out keeps it.
-            patched = await api.call("PATCH", f"/hooks/{created['id']}",
-                                     json={"destination": {"type": "http", "url": receiver.url}})  # fmt: skip
-            assert patched.json()["destination"]["secret"] == "set, ends in " + SECRET[-4:]
-            amqp = {"name": "mq", "destination": {"type": "amqp", "url": "amqp://bob:hunter2hunter2@mq.example/",
-                                                  "queue": "events"}}  # fmt: skip
-            shown = (await api.call("POST", "/hooks", json=amqp)).json()
-            assert "hunter2" not in str(shown) and shown["destination"]["url"] == "amqp://bob:***@mq.example/"
-            bad = await api.call("POST", "/hooks", json={**amqp, "destination": {"type": "amqp", "url": "amqp://x/"}})
-            assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_destination"
-            assert (await api.call("POST", "/hooks", key="read", json=amqp)).status_code == 403
-            for hook in (await api.call("GET", "/hooks")).json()["hooks"]:
-                assert (await api.call("DELETE", f"/hooks/{hook['id']}")).status_code == 204
-            assert (await api.call("GET", f"/hooks/{created['id']}")).status_code == 404

@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 
 import pytest
@@ -27,6 +28,7 @@ SENDGRID_PUBLIC = base64.b64encode(
     SENDGRID_KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 ).decode()
 MESSAGE, PROFILE = 4242, 77
+JSON = {"content-type": "application/json"}
 
 
 @pytest.fixture
@@ -63,7 +65,7 @@ def sendgrid_headers(body: bytes, key: ec.EllipticCurvePrivateKey = SENDGRID_KEY
 def mailgun_signed(name: str, ref: str, key: str = MAILGUN_KEY) -> bytes:
     """The example with a fresh `signature` object, as Mailgun makes one for each request."""
     payload = json.loads(example(name, ref))
-    stamp, token = str(int(time.time())), "f" * 50
+    stamp, token = str(int(time.time())), secrets.token_hex(25)  # a new token each time: each is accepted once
     digest = hmac.new(key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
     payload["signature"] = {"timestamp": stamp, "token": token, "signature": digest}
     return json.dumps(payload).encode()
@@ -178,7 +180,7 @@ async def test_sendgrid_signature_by_another_key_gets_401(report_settings, redis
 async def test_mailgun_failed_complained_and_refs_from_variables_or_headers(report_settings, redis, ref):
     async with running_edge(report_settings) as (_app, client):
         for name in ("mailgun_failed_permanent.json", "mailgun_failed_temporary.json", "mailgun_complained.json"):
-            response = await client.post("/reports/email/mailgun", content=mailgun_signed(name, ref))
+            response = await client.post("/reports/email/mailgun", content=mailgun_signed(name, ref), headers=JSON)
             assert response.status_code == 200 and response.json()["recorded"] == 1, name
         events = await wait_for_events(redis, report_settings, 3)
     by_kind = {e.kind: e for e in events}
@@ -197,12 +199,13 @@ async def test_mailgun_failed_complained_and_refs_from_variables_or_headers(repo
 async def test_mailgun_documented_signature_example_does_not_verify_with_our_key(report_settings, redis, ref):
     async with running_edge(report_settings) as (_app, client):
         as_documented = await client.post(
-            "/reports/email/mailgun", content=example("mailgun_failed_permanent.json", ref)
+            "/reports/email/mailgun", content=example("mailgun_failed_permanent.json", ref), headers=JSON
         )
         wrong_key = await client.post(
-            "/reports/email/mailgun", content=mailgun_signed("mailgun_complained.json", ref, key="another-key")
+            "/reports/email/mailgun", content=mailgun_signed("mailgun_complained.json", ref, key="another-key"),
+            headers=JSON,
         )
-        not_json = await client.post("/reports/email/mailgun", content=b"event=failed")
+        not_json = await client.post("/reports/email/mailgun", content=b"event=failed", headers=JSON)
         await assert_no_events(redis, report_settings)
     assert [r.status_code for r in (as_documented, wrong_key, not_json)] == [401, 401, 401]
 
@@ -215,7 +218,8 @@ async def test_postmark_records_map_by_record_type_and_bounce_type(report_settin
              "postmark_delivery.json"]  # fmt: skip
     async with running_edge(report_settings) as (_app, client):
         for name in names:
-            response = await client.post("/reports/email/postmark", content=example(name, ref), auth=POSTMARK_AUTH)
+            response = await client.post("/reports/email/postmark", content=example(name, ref), auth=POSTMARK_AUTH,
+                                         headers=JSON)  # fmt: skip
             assert response.status_code == 200 and response.json()["recorded"] == 1, name
         events = await wait_for_events(redis, report_settings, 4)
     by_kind = {e.kind: e for e in events}
@@ -234,8 +238,8 @@ async def test_postmark_records_map_by_record_type_and_bounce_type(report_settin
 async def test_postmark_wrong_or_missing_basic_auth_gets_401(report_settings, redis, ref):
     body = example("postmark_bounce.json", ref)
     async with running_edge(report_settings) as (_app, client):
-        wrong = await client.post("/reports/email/postmark", content=body, auth=("postmark", "guess"))
-        missing = await client.post("/reports/email/postmark", content=body)
+        wrong = await client.post("/reports/email/postmark", content=body, auth=("postmark", "guess"), headers=JSON)
+        missing = await client.post("/reports/email/postmark", content=body, headers=JSON)
         await assert_no_events(redis, report_settings)
     assert (wrong.status_code, missing.status_code) == (401, 401)
 
@@ -251,8 +255,9 @@ async def test_a_redelivered_report_gets_the_same_event_id_and_time(report_setti
         for _attempt in range(2):  # each attempt signed afresh, as the providers do
             await client.post("/reports/email/generic", content=generic, headers=generic_headers(generic))
             await client.post("/reports/email/sendgrid", content=sendgrid, headers=sendgrid_headers(sendgrid))
-            await client.post("/reports/email/mailgun", content=mailgun_signed("mailgun_complained.json", ref))
-            await client.post("/reports/email/postmark", content=postmark, auth=POSTMARK_AUTH)
+            await client.post("/reports/email/mailgun", content=mailgun_signed("mailgun_complained.json", ref),
+                              headers=JSON)  # fmt: skip
+            await client.post("/reports/email/postmark", content=postmark, auth=POSTMARK_AUTH, headers=JSON)
         events = await wait_for_events(redis, report_settings, 2 * (4 + 8 + 1 + 1))
     assert len(events) == 28
     ids = [(e.id, e.ts_us) for e in events]

@@ -31,7 +31,7 @@ def report_settings(settings):
 def signed(body: bytes) -> dict[str, str]:
     stamp = str(int(time.time()))
     mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return {"x-tracker-timestamp": stamp, "x-tracker-signature": "sha256=" + mac}
+    return {"x-tracker-timestamp": stamp, "x-tracker-signature": "sha256=" + mac, "content-type": "application/json"}
 
 
 async def test_unknown_and_unconfigured_providers_get_404(report_settings, redis):
@@ -79,7 +79,8 @@ async def test_a_body_over_the_limit_gets_413_whether_declared_or_streamed(repor
     async with running_edge(report_settings) as (_app, client):
         declared = await client.post("/hooks/email/generic", content=big, headers=signed(big))
         streamed = await client.post("/hooks/email/generic", content=chunks(), headers=signed(big))
-        postmark = await client.post("/hooks/email/postmark", content=big, auth=("pm", "pw-0123456789"))
+        postmark = await client.post("/hooks/email/postmark", content=big, auth=("pm", "pw-0123456789"),
+                                     headers={"content-type": "application/json"})  # fmt: skip
         await assert_no_events(redis, report_settings)
     assert "content-length" not in streamed.request.headers  # chunked: the limit is enforced while reading
     assert [r.status_code for r in (declared, streamed, postmark)] == [413, 413, 413]
@@ -116,13 +117,20 @@ def test_a_malformed_provider_setting_stops_start_up_naming_the_variable_not_the
     assert value not in str(caught.value)
 
 
-def test_event_ids_are_deterministic_per_provider_event_and_ordered_by_its_time():
+def test_event_ids_are_deterministic_per_report_and_ordered_by_its_time():
     ts = parse_time_us("2024-05-31T16:08:37.5Z")
-    a = report_event_id("email", "sendgrid", "evt-1", ts)
-    assert a == report_event_id("email", "sendgrid", "evt-1", ts)
-    assert a != report_event_id("email", "mailgun", "evt-1", ts)
-    assert a != report_event_id("sms", "sendgrid", "evt-1", ts)
-    assert report_event_id("email", "sendgrid", "evt-0", ts + 1000) > a  # the time comes first
+
+    def event_id(channel="email", provider="sendgrid", provider_id="evt-1", at=ts, kind="hard_bounce", recipient="1:2"):
+        return report_event_id(channel, provider, provider_id, at, kind=kind, recipient=recipient)
+
+    a = event_id()
+    assert a == event_id()
+    assert a != event_id(provider="mailgun")
+    assert a != event_id(channel="sms")
+    # Providers reuse their event ids across kinds and recipients (SendGrid's bounce and blocked samples).
+    assert a != event_id(kind="soft_bounce")
+    assert a != event_id(recipient="1:3")
+    assert event_id(provider_id="evt-0", at=ts + 1000) > a  # the time comes first
     assert int.from_bytes(a[:6], "big") == ts // 1000
 
 

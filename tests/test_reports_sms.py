@@ -75,8 +75,9 @@ async def test_twilio_signature_over_another_url_or_token_gets_401(report_settin
         body = example("twilio_delivered.form")
         # Signed without the query string: the ref could have been swapped.
         signature = twilio_signature("https://track.example.com/hooks/sms/twilio", body)
-        swapped = await client.post(f"/reports/sms/twilio?tracker_ref={quote(ref)}", content=body,
-                                    headers={"x-twilio-signature": signature})  # fmt: skip
+        swapped = await client.post(f"/reports/sms/twilio?tracker_ref={quote(ref)}", content=body, headers={
+            "content-type": "application/x-www-form-urlencoded", "x-twilio-signature": signature,
+        })  # fmt: skip
         await assert_no_events(redis, report_settings)
     assert (wrong_token.status_code, swapped.status_code) == (401, 401)
 
@@ -98,9 +99,10 @@ async def test_smpp_receipts_map_stat_and_keep_the_error_code(report_settings, r
 async def test_smpp_without_credentials_gets_401_and_garbage_gets_400(report_settings, redis, ref):
     url = f"/reports/sms/smpp?tracker_ref={quote(ref)}"
     async with running_edge(report_settings) as (_app, client):
-        anonymous = await client.post(url, content=example("smpp_delivered.txt"))
-        wrong = await client.post(url, content=example("smpp_delivered.txt"), auth=("gateway", "guess"))
-        garbage = await client.post(url, content=b"hello world", auth=SMPP_AUTH)
+        text = {"content-type": "text/plain"}
+        anonymous = await client.post(url, content=example("smpp_delivered.txt"), headers=text)
+        wrong = await client.post(url, content=example("smpp_delivered.txt"), auth=("gateway", "guess"), headers=text)
+        garbage = await client.post(url, content=b"hello world", auth=SMPP_AUTH, headers=text)
         await assert_no_events(redis, report_settings)
     assert [r.status_code for r in (anonymous, wrong, garbage)] == [401, 401, 400]
 
@@ -109,7 +111,7 @@ async def test_generic_sms_reports(report_settings, redis, ref):
     body = example("generic_sms.json", ref)
     stamp = str(int(time.time()))
     mac = hmac.new(GENERIC_SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    headers = {"x-tracker-timestamp": stamp, "x-tracker-signature": "sha256=" + mac}
+    headers = {"x-tracker-timestamp": stamp, "x-tracker-signature": "sha256=" + mac, "content-type": "application/json"}
     async with running_edge(report_settings) as (_app, client):
         response = await client.post("/reports/sms/generic", content=body, headers=headers)
         bad = await client.post("/reports/sms/generic", content=body, headers={**headers, "x-tracker-signature": "0"})
@@ -126,7 +128,7 @@ async def test_sms_redeliveries_get_the_same_event_ids(report_settings, redis, r
         for _attempt in range(2):
             await post_twilio(client, ref, "twilio_undelivered.form")
             await client.post(f"/reports/sms/smpp?tracker_ref={quote(ref)}", content=example("smpp_delivered.txt"),
-                              auth=SMPP_AUTH)  # fmt: skip
+                              auth=SMPP_AUTH, headers={"content-type": "text/plain"})  # fmt: skip
         events = await wait_for_events(redis, report_settings, 4)
     assert len(events) == 4 and len({(e.id, e.ts_us) for e in events}) == 2
 
@@ -134,7 +136,8 @@ async def test_sms_redeliveries_get_the_same_event_ids(report_settings, redis, r
 async def test_a_twilio_retry_without_a_carrier_time_gets_the_time_first_seen(report_settings, redis, ref):
     form = example("twilio_undelivered.form").replace(b"&RawDlrDoneDate=2405311609", b"")
     path = f"/reports/sms/twilio?tracker_ref={quote(ref)}"
-    headers = {"x-twilio-signature": twilio_signature("https://track.example.com" + path, form)}
+    headers = {"x-twilio-signature": twilio_signature("https://track.example.com" + path, form),
+               "content-type": "application/x-www-form-urlencoded"}  # fmt: skip
     async with running_edge(report_settings) as (_app, client):
         for _attempt in range(2):
             assert (await client.post(path, content=form, headers=headers)).status_code == 200
@@ -148,7 +151,8 @@ async def test_a_twilio_retry_reaching_another_edge_process_is_stored_once(repor
     ref = mint_ref(report_settings, Channel.SMS, message, profile)
     form = example("twilio_undelivered.form").replace(b"&RawDlrDoneDate=2405311609", b"")
     path = f"/reports/sms/twilio?tracker_ref={quote(ref)}"
-    headers = {"x-twilio-signature": twilio_signature("https://track.example.com" + path, form)}
+    headers = {"x-twilio-signature": twilio_signature("https://track.example.com" + path, form),
+               "content-type": "application/x-www-form-urlencoded"}  # fmt: skip
     stats, seen = [], []
     for _process in range(2):  # each edge process remembers only its own first sightings
         async with running_edge(report_settings) as (_app, client):

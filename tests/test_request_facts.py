@@ -22,8 +22,8 @@ from tracker.contract import signals
         (b"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko)",
          ("webkit", "mac-mail")),
         # iOS Mail loading images itself (no Safari/Version token)
-        (b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
-         ("webkit", "ios-mail")),
+        (b"Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+         b"Mobile/15E148", ("webkit", "ios-mail")),
         (b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", ("bot", "googlebot")),
         (b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/120.0.0.0 "
          b"Safari/537.36", ("headless", "headless-chrome")),

@@ -352,7 +352,8 @@ async def test_a_heartbeat_writes_its_facts_with_a_ttl_and_is_forgotten_at_exit(
 def test_snapshots_keep_their_json_field_names_and_tolerate_old_and_new_writers():
     snapshot = FlusherMetricsSnapshot(consumer="c", batches=2, at=1.0)
     assert list(msgspec.json.decode(encode(snapshot))) == [
-        "consumer", "batches", "rows_written", "duplicates", "dead_lettered", "lag_s", "commit_seconds", "at"]
+        "consumer", "batches", "rows_written", "duplicates", "dead_lettered", "lag_s", "commit_seconds", "at",
+        "verdicts"]
     old = decode(b'{"consumer": "c", "pid": 7, "at": 3, "a_field_from_the_future": 1}', FlusherHeartbeatFacts)
     assert old == FlusherHeartbeatFacts(consumer="c", pid=7, at=3.0)
     assert decode(b"not json", FlusherHeartbeatFacts) is None

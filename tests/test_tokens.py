@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tracker.contract.tokens import Channel, Token, TokenError, TokenKind, mint, parse, verify
+from tracker.contract.tokens import Channel, Token, TokenError, TokenKind, issued_at, mint, parse, verify, verify_fresh
 
 KEYS = {1: b"first-key-0123456789abcdef", 2: b"second-key-0123456789abcdef"}
 
@@ -95,3 +95,44 @@ def test_mint_refuses_unknown_key_and_negative_ids() -> None:
         mint(KEYS, 9, TokenKind.OPEN, Channel.EMAIL, 1, 2)
     with pytest.raises(TokenError):
         mint(KEYS, 1, TokenKind.OPEN, Channel.EMAIL, -1, 2)
+
+
+def test_only_the_canonical_spelling_verifies() -> None:
+    # Tokens holding both URL-safe characters, so each has a second spelling with `+` or `/`.
+    tokens = [t for m in range(300) if "-" in (t := mint(KEYS, 1, TokenKind.CLICK, Channel.EMAIL, m, 7, 1, 2))]
+    tokens += [t for m in range(300) if "_" in (t := mint(KEYS, 1, TokenKind.OPEN, Channel.EMAIL, m, 7))]
+    assert any("-" in t for t in tokens) and any("_" in t for t in tokens)
+    for token in tokens:
+        assert verify(KEYS, token) is not None
+        assert verify(KEYS, token.replace("-", "+")) is None or "-" not in token
+        assert verify(KEYS, token.replace("_", "/")) is None or "_" not in token
+
+
+def test_unsubscribe_and_confirm_tokens_carry_their_issue_time_and_can_expire() -> None:
+    for kind in (TokenKind.UNSUBSCRIBE, TokenKind.CONFIRM):
+        token = mint(KEYS, 1, kind, Channel.EMAIL, 42, 7, issued_at=1_700_000_000)
+        fields = (kind, Channel.EMAIL, 42, 7, 1, 0, 0)
+        assert verify(KEYS, token) == fields and issued_at(token) == 1_700_000_000
+        day = 86400
+        assert verify_fresh(KEYS, token, 30 * day, now=1_700_000_000 + 29 * day) == (fields, False)
+        assert verify_fresh(KEYS, token, 30 * day, now=1_700_000_000 + 31 * day) == (None, True)
+        assert verify_fresh(KEYS, token, 0, now=1_700_000_000 + 9999 * day) == (fields, False)  # 0: no limit
+        # The time is signed like the rest: moving it forward breaks the MAC.
+        raw = bytearray(base64.urlsafe_b64decode(token))
+        raw[5] ^= 1
+        forged = base64.urlsafe_b64encode(bytes(raw)).decode()
+        assert verify(KEYS, forged) is None and verify_fresh(KEYS, forged, 30 * day) == (None, False)
+
+
+def test_tokens_minted_without_a_time_still_verify_and_have_no_age() -> None:
+    old = mint(KEYS, 1, TokenKind.UNSUBSCRIBE, Channel.SMS, 5, 6)
+    assert issued_at(old) is None
+    assert verify_fresh(KEYS, old, 1, now=4_000_000_000) == ((TokenKind.UNSUBSCRIBE, Channel.SMS, 5, 6, 1, 0, 0), False)
+    assert verify_fresh(KEYS, "not-a-token-at-all", 1) == (None, False)
+
+
+def test_only_unsubscribe_and_confirm_tokens_take_an_issue_time() -> None:
+    with pytest.raises(TokenError):
+        mint(KEYS, 1, TokenKind.OPEN, Channel.EMAIL, 1, 2, issued_at=1_700_000_000)
+    with pytest.raises(TokenError):
+        mint(KEYS, 1, TokenKind.CONFIRM, Channel.EMAIL, 1, 2, issued_at=1 << 32)

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edge.api import hooks, messages, profile_import, profiles, subscriptions
+from edge.api import hooks, messages, profile_import, profiles, schemas, subscriptions
 from edge.api._http import ApiContext, Endpoint, http_exception, json_response, wrap
 from edge.api.hook_schemas import (
     DeadLetterList,
@@ -63,7 +63,9 @@ ENDPOINTS = [
              ProfileIn, Profile, 201, (*_BODY, 409)),
     Endpoint("GET", "/profiles/lookup", profiles.lookup_profile, "read",
              "Find a profile by exactly one of email, phone or external_id", response=Profile, errors=(400, 404, 422),
-             query=(("email", "email address"), ("phone", "E.164 phone number"), ("external_id", "your id"))),
+             query=(("email", "email address", schemas.Email.__metadata__[0].extra_json_schema),
+                    ("phone", "E.164 phone number", schemas.Phone.__metadata__[0].extra_json_schema),
+                    ("external_id", "your id"))),
     Endpoint("POST", "/profiles/import", profile_import.import_profiles, "write",
              "Upsert profiles from JSON lines or CSV (streamed; per-row errors and a summary)",
              response=ImportSummary, errors=(400, 413, 415, 422),
@@ -93,10 +95,11 @@ ENDPOINTS = [
              "A list's profiles with a status (default subscribed), a page at a time; sendable=true keeps only"
              " working addresses for the list's channel (email: active; sms: not complained)",
              response=SubscriberPage, errors=(404, 422),
-             query=(("status", "pending, subscribed (default) or unsubscribed"),
-                    ("sendable", "true: only profiles a send may go to"),
-                    ("after", "the next_after of the previous page (default 0)"),
-                    ("limit", "1 to 1000 (default 500)"))),
+             query=(("status", "pending, subscribed (default) or unsubscribed",
+                     {"enum": ["pending", "subscribed", "unsubscribed"]}),
+                    ("sendable", "true: only profiles a send may go to", {"enum": ["true", "false"]}),
+                    ("after", "the next_after of the previous page (default 0)", {"pattern": "^[0-9]{1,18}$"}),
+                    ("limit", "1 to 1000 (default 500)", {"pattern": "^([1-9][0-9]{0,2}|1000)$"}))),
     Endpoint("GET", "/resources/{resource_id}", subscriptions.get_resource, "read", "Read a resource",
              response=Resource, errors=(404,)),
     Endpoint("POST", "/messages", messages.create_message, "write",

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edge.api.schemas import ErrorBody, ErrorDetail
+from edge.api.schemas import NO_NUL, ErrorBody, ErrorDetail
 from edge.state import EdgeState
 from tracker.domain.api_keys import check_api_key
 from tracker.domain.errors import InputError
@@ -63,7 +63,8 @@ class Endpoint:
     response: type | None = None
     status: int = 200
     errors: tuple[int, ...] = ()
-    query: tuple[tuple[str, str], ...] = ()  # (name, description), all optional strings
+    # (name, description) of optional string parameters, or (name, description, JSON schema of the value)
+    query: tuple[tuple[str, str] | tuple[str, str, dict[str, Any]], ...] = ()
     request_media: tuple[str, ...] = ("application/json",)
 
 
@@ -81,6 +82,13 @@ def wrap(endpoint: Endpoint, ctx: ApiContext) -> Callable[[Request], Awaitable[R
         scheme, _, key_text = auth.partition(" ")
         if scheme.lower() != "bearer" or not key_text.strip():
             return _unauthorized("send an API key as `Authorization: Bearer trk_...`")
+        if endpoint.query:
+            declared = {name for name, *_ in endpoint.query}
+            for name, value in request.query_params.multi_items():
+                if name not in declared:  # as with body fields: a typo is a 422, not silently ignored
+                    return error_response(422, "unknown_query", f"unknown query parameter {name[:40]!r}")
+                if "\x00" in value:
+                    return error_response(422, "invalid_text", f"query parameter {name} must not contain NUL")
         pool = ctx.state.pg_pool
         assert pool is not None, "API used outside the edge lifespan"
         try:
@@ -128,7 +136,7 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The body chunk by chunk; 413 as soon as it (or its declared length) passes `limit`."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):  # int() refuses 4301+ digits
         raise InputError("body_too_large", f"the request body is larger than {limit} bytes", 413)
     size = 0
     async for chunk in request.stream():
@@ -144,9 +152,19 @@ async def read_json(request: Request, ctx: ApiContext, type_: type[T]) -> T:
     if not body.strip():
         raise InputError("empty_body", "the request needs a JSON body", 400)
     try:
-        return msgspec.json.decode(body, type=type_)
+        try:
+            value = msgspec.json.decode(body, type=type_)
+        except msgspec.ValidationError as exc:
+            if "got `float`" not in str(exc):
+                raise
+            # JSON has one number type: 5.0 is the integer 5 to JSON Schema (and to clients that
+            # print every number with a decimal point). Only this error path pays for a second decode.
+            value = msgspec.convert(_integral_floats(msgspec.json.decode(body)), type_)
     except msgspec.ValidationError as exc:
         text = str(exc)
+        if repr(NO_NUL) in text:  # msgspec quotes the pattern as repr() does
+            text = "text must not contain NUL (\\u0000) characters - at " + text.rpartition(" - at ")[2]
+            raise InputError("invalid_text", text) from None
         code = "unknown_field" if "unknown field" in text else "invalid_request"
         raise InputError(code, text) from None
     except msgspec.DecodeError as exc:
@@ -154,6 +172,40 @@ async def read_json(request: Request, ctx: ApiContext, type_: type[T]) -> T:
         # msgspec names the byte for bad characters but not for a body that stops early.
         position = "" if "(byte" in text else f" (at byte {len(body)}, the end of the body)"
         raise InputError("malformed_json", text + position, 400) from None
+    if b"\\u0000" in body:  # JSON can only carry a NUL escaped; look where, past the typed fields
+        where = nul_path(msgspec.to_builtins(value), "$")
+        if where is not None:
+            raise InputError("invalid_text", f"text must not contain NUL (\\u0000) characters - at `{where}`")
+    return value
+
+
+def nul_path(value: Any, path: str) -> str | None:
+    """Where in decoded JSON a string (value or key) holds a NUL, which Postgres text refuses; None: nowhere."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                return path
+            found = nul_path(item, f"{path}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nul_path(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _integral_floats(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _integral_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats(item) for item in value]
+    return value
 
 
 def path_id(request: Request, name: str) -> int:

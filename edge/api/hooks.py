@@ -3,20 +3,29 @@
 Definitions live in Postgres; the hook's consumer groups live in Redis and are
 made here, so a new hook gets every event committed from about now on (the
 flusher notices within TRACKER_HOOKS_CHECK_INTERVAL_S). Every change bumps a
-version key that makes the hooks worker reload at once. Secrets are stored and
-passed to the worker, and never returned: the API shows hints only.
+version key that makes the hooks worker reload at once. Secrets are sealed
+before they are stored (tracker.domain.hook_secrets) and never opened here, nor
+returned: the API shows whether each is set. Destinations must be public
+addresses unless the operator allowed more (tracker.domain.destination_policy).
+
+A test delivery is sent by the forwarder; its answer may take seconds, so the
+handler gives its Postgres connection back before waiting, and tests running at
+once over all edges are bounded (TRACKER_HOOKS_TEST_CONCURRENCY).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import secrets
+import time
+from typing import TypeVar
 
 import asyncpg
 import msgspec
 from redis.asyncio import Redis
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from edge.api._http import ApiContext, json_response, path_id, read_json
@@ -39,39 +48,74 @@ from tracker.contract.keys import (
     hook_test_requests_key,
     hooks_version_key,
 )
+from tracker.domain.destination_policy import DestinationPolicy
 from tracker.domain.errors import Conflict, InputError, NotFound
 from tracker.domain.hook_definitions import (
+    Destination,
     TestReply,
     TestRequest,
     check_destination,
-    decode_destination,
+    check_reach,
     encode_json,
-    keep_secrets,
-    public_view,
+    shown_destination,
 )
 from tracker.domain.hook_replays import OPEN_JOBS_PER_HOOK, create_replay, get_replay, list_replays
+from tracker.domain.hook_secrets import reseal, seal_destination, stored_view
 from tracker.domain.hook_streams import backlog_entries as count_backlog
 from tracker.domain.hook_streams import (
+    claim_test_slot,
     create_groups,
     dead_letters,
     destroy_groups,
+    release_test_slot,
     requeue_dead_letters,
     set_hooks_count,
 )
+from tracker.domain.secret_box import SecretBox, SecretKeyMissing
 
+T = TypeVar("T")
+
+
+class _Sampled(logging.Filter):
+    """One record per `every_s`, the next one saying how many were held back: a burst is a line a minute."""
+
+    def __init__(self, every_s: float) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.next_at = 0.0
+        self.held = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.held += 1
+            return False
+        if self.held:
+            record.msg, record.args = f"{record.msg} (and %d more since the last line)", (*record.args, self.held)
+            self.held = 0
+        self.next_at = now + self.every_s
+        return True
+
+
+# A client that goes away mid-body is not our failure: one short line, sampled. The filter sits
+# on the logger (process-wide, like every logger) so that it needs no state of its own here.
+_disconnect_log = logging.getLogger("edge.api.hooks.disconnects")
+if not _disconnect_log.filters:
+    _disconnect_log.addFilter(_Sampled(60.0))
+# The secrets column is read only where a write needs it, never for a view.
 _COLUMNS = (
-    "id, name, destination, secrets::text as secrets, filter::text as filter, state, consecutive_failures,"
+    "id, name, destination, config::text as config, filter::text as filter, state, consecutive_failures,"
     " last_error, last_error_at, last_success_at, delivered, dead_lettered, created_at, updated_at"
 )
 
 
 async def _hook(ctx: ApiContext, row: asyncpg.Record) -> Hook:
     settings = ctx.settings
-    destination = decode_destination(row["secrets"])
     backlog = await count_backlog(ctx.redis, settings.stream_prefix, settings.stream_shards, row["id"])
     dead = await ctx.redis.xlen(hook_dead_letter_stream(settings.stream_prefix, row["id"]))
+    shown = shown_destination(json.loads(row["config"]))
     return msgspec.convert({
-        "id": row["id"], "name": row["name"], "state": row["state"], "destination": public_view(destination),
+        "id": row["id"], "name": row["name"], "state": row["state"], "destination": shown,
         "filter": json.loads(row["filter"]), "backlog_entries": backlog, "dead_letter_entries": dead,
         "consecutive_failures": row["consecutive_failures"], "last_error": row["last_error"],
         "last_error_at": row["last_error_at"], "last_success_at": row["last_success_at"],
@@ -87,10 +131,30 @@ async def _row(conn: asyncpg.Connection, hook_id: int) -> asyncpg.Record:
     return row
 
 
-def _checked(destination: msgspec.Struct) -> None:
-    problem = check_destination(destination)  # type: ignore[arg-type]
+def _checked(ctx: ApiContext, destination: Destination) -> None:
+    problem = check_destination(destination)
     if problem:
         raise InputError("invalid_destination", problem)
+    problem = check_reach(destination, DestinationPolicy.from_settings(ctx.settings))
+    if problem:
+        raise InputError("destination_not_allowed", problem)
+
+
+def _sealed(ctx: ApiContext, destination: Destination, stored: str | None = None) -> str:
+    try:
+        return seal_destination(destination, SecretBox.from_settings(ctx.settings), stored)
+    except SecretKeyMissing as exc:  # never stored in the clear: the operator has to give a key first
+        raise InputError("secrets_key_missing", f"{exc} before hooks with secrets can be stored", 503) from None
+
+
+async def _body(request: Request, ctx: ApiContext, type_: type[T]) -> T:
+    """The JSON body; a client gone before sending all of it is one short line (sampled), not a traceback."""
+    try:
+        return await read_json(request, ctx, type_)
+    except ClientDisconnect:
+        _disconnect_log.warning("API %s %s: client went away before sending the body", request.method,
+                                request.url.path)  # fmt: skip
+        raise InputError("client_disconnected", "the client went away before the body was read", 400) from None
 
 
 async def _changed(ctx: ApiContext) -> None:
@@ -103,13 +167,14 @@ async def _recount(ctx: ApiContext, conn: asyncpg.Connection) -> None:
 
 
 async def create_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
-    body = await read_json(request, ctx, HookIn)
-    _checked(body.destination)
+    body = await _body(request, ctx, HookIn)
+    _checked(ctx, body.destination)
+    sealed = _sealed(ctx, body.destination)
     row = await conn.fetchrow(
         f"insert into hooks (name, destination, config, secrets, filter, state) values ($1, $2, $3, $4, $5, $6)"
         f" returning {_COLUMNS}",
-        body.name, body.destination.__struct_config__.tag, json.dumps(public_view(body.destination)),
-        encode_json(body.destination).decode(), encode_json(body.filter).decode(), body.state,
+        body.name, body.destination.__struct_config__.tag, json.dumps(stored_view(body.destination, sealed)),
+        sealed, encode_json(body.filter).decode(), body.state,
     )  # fmt: skip
     # Groups first, then the flusher's switch: no event is forwarded before the groups can hold it.
     await create_groups(ctx.redis, ctx.settings.stream_prefix, ctx.settings.stream_shards, row["id"])
@@ -128,22 +193,27 @@ async def get_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) 
 
 async def update_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     hook_id = path_id(request, "hook_id")
-    body = await read_json(request, ctx, HookPatch)
+    body = await _body(request, ctx, HookPatch)
     async with conn.transaction():
-        row = await conn.fetchrow(f"select {_COLUMNS} from hooks where id = $1 for update", hook_id)
+        row = await conn.fetchrow(
+            f"select {_COLUMNS}, secrets::text as secrets from hooks where id = $1 for update", hook_id
+        )
         if row is None:
             raise NotFound("hook", hook_id)
         name = row["name"] if body.name is msgspec.UNSET else body.name
-        destination = decode_destination(row["secrets"])
+        kind, config, sealed = row["destination"], row["config"], row["secrets"]
         if body.destination is not msgspec.UNSET:
-            destination = keep_secrets(body.destination, destination)
-            _checked(destination)
+            _checked(ctx, body.destination)
+            # Secrets left out are kept as they are stored (sealed): they are never opened here.
+            sealed = _sealed(ctx, body.destination, row["secrets"])
+            kind, config = body.destination.__struct_config__.tag, json.dumps(stored_view(body.destination, sealed))
+        else:
+            sealed = reseal(sealed, SecretBox.from_settings(ctx.settings)) or sealed  # stored before sealing
         filter_json = row["filter"] if body.filter is msgspec.UNSET else encode_json(body.filter).decode()
         row = await conn.fetchrow(
             f"update hooks set name = $2, destination = $3, config = $4, secrets = $5, filter = $6,"
             f" updated_at = now() where id = $1 returning {_COLUMNS}",
-            hook_id, name, destination.__struct_config__.tag, json.dumps(public_view(destination)),
-            encode_json(destination).decode(), filter_json,
+            hook_id, name, kind, config, sealed, filter_json,
         )  # fmt: skip
     await _changed(ctx)
     return json_response(await _hook(ctx, row))
@@ -154,11 +224,15 @@ async def _set_state(request: Request, conn: asyncpg.Connection, ctx: ApiContext
     row = await conn.fetchrow(
         f"update hooks set state = $2, updated_at = now(),"
         f" consecutive_failures = case when $2 = 'active' then 0 else consecutive_failures end"
-        f" where id = $1 returning {_COLUMNS}",
+        f" where id = $1 returning {_COLUMNS}, secrets::text as secrets",
         hook_id, state,
     )  # fmt: skip
     if row is None:
         raise NotFound("hook", hook_id)
+    resealed = reseal(row["secrets"], SecretBox.from_settings(ctx.settings))
+    if resealed is not None:  # secrets stored before sealing existed: sealed at this write (unless changed meanwhile)
+        await conn.execute("update hooks set secrets = $2 where id = $1 and secrets = $3::jsonb",
+                           hook_id, resealed, row["secrets"])  # fmt: skip
     await _changed(ctx)
     return json_response(await _hook(ctx, row))
 
@@ -181,21 +255,39 @@ async def delete_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContex
 
 
 async def test_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
-    """Asks the hooks worker (which has the destination clients and the network view) to send a sample."""
+    """Asks the hooks worker (which has the destination clients and the secrets) to send a sample.
+
+    The answer is the class of what the destination said ("2xx", "5xx", "connect failed"), never
+    its words: a test must not turn the forwarder into a way to read or probe other servers.
+    """
     hook_id = path_id(request, "hook_id")
-    await _row(conn, hook_id)
+    state = await conn.fetchval("select state from hooks where id = $1", hook_id)
+    if state is None:
+        raise NotFound("hook", hook_id)
+    if state == "paused":
+        raise Conflict("hook_paused", f"hook {hook_id} is paused: resume it before testing it")
+    # The wait below may take seconds and the pool is small: the connection goes back now (the
+    # wrapper's own release of it afterwards is then a no-op in asyncpg).
+    assert ctx.state.pg_pool is not None
+    await ctx.state.pg_pool.release(conn)
     settings = ctx.settings
     request_id = secrets.token_hex(8)
     reply_key = hook_test_reply_key(settings.stream_prefix, request_id)
     timeout = settings.forwarder.test_timeout_s
-    # Its own client: the edge's one times out in about a second, far less than a test may take.
+    slots = hook_test_requests_key(settings.stream_prefix) + ":running"
+    if not await claim_test_slot(ctx.redis, slots, request_id, settings.forwarder.test_concurrency, timeout + 1):
+        raise InputError("too_many_tests", f"{settings.forwarder.test_concurrency} test deliveries are running;"
+                         " try again in a few seconds", 429)  # fmt: skip
+    # Its own client: the edge's one times out in about a second, less than a test may take.
     client = Redis.from_url(settings.redis_url, socket_timeout=timeout + 5, socket_connect_timeout=5)
     try:
-        await client.rpush(hook_test_requests_key(settings.stream_prefix),
-                           msgspec.json.encode(TestRequest(request_id, hook_id, reply_key)))  # fmt: skip
-        popped = await client.blpop([reply_key], timeout=timeout)
+        test = TestRequest(request_id, hook_id, reply_key, deadline=time.time() + timeout)
+        await client.rpush(hook_test_requests_key(settings.stream_prefix), msgspec.json.encode(test))
+        # The worker gives up on the destination after `timeout`; a second more for its reply to arrive.
+        popped = await client.blpop([reply_key], timeout=timeout + 1)
     finally:
         await client.aclose()
+        await release_test_slot(ctx.redis, slots, request_id)
     if popped is None:
         raise InputError(
             "hooks_worker_unavailable", f"no hooks worker answered within {timeout}s; is `hooks` running?", 503
@@ -206,7 +298,7 @@ async def test_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext)
 
 async def replay_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     hook_id = path_id(request, "hook_id")
-    body = await read_json(request, ctx, ReplayIn)
+    body = await _body(request, ctx, ReplayIn)
     await _row(conn, hook_id)
     since, until = body.since, body.until
     if body.message_id is not None:

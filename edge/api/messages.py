@@ -20,8 +20,9 @@ from edge.api.schemas import (
 )
 from tracker.domain.errors import InputError, NotFound
 from tracker.domain.link_tables import load_version
-from tracker.domain.messages import RegisteredVersion, register_message, register_version
+from tracker.domain.messages import RegisteredVersion, honeypot_url, register_message, register_version
 from tracker.domain.render import render_message
+from tracker.domain.verdict_store import record_renders
 
 
 def _message(registered: RegisteredVersion) -> Message:
@@ -33,14 +34,16 @@ def _message(registered: RegisteredVersion) -> Message:
 
 async def create_message(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     body = await read_json(request, ctx, MessageIn)
-    registered = await register_message(conn, body.channel, body.name, body.content, body.resource_id)
+    trap = honeypot_url(ctx.settings) if body.honeypot else None
+    registered = await register_message(conn, body.channel, body.name, body.content, body.resource_id, trap)
     return json_response(_message(registered), 201)
 
 
 async def create_version(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     message_id = path_id(request, "message_id")
     body = await read_json(request, ctx, VersionIn)
-    return json_response(_message(await register_version(conn, message_id, body.content)), 201)
+    registered = await register_version(conn, message_id, body.content, honeypot_url(ctx.settings))
+    return json_response(_message(registered), 201)
 
 
 async def get_message(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
@@ -63,10 +66,23 @@ async def message_stats(request: Request, conn: asyncpg.Connection, ctx: ApiCont
     if not await conn.fetchval("select exists (select from messages where id = $1)", message_id):
         raise NotFound("message", message_id)
     rows = await conn.fetch(
-        "select kind, total, uniques, first_at, last_at from message_counters where message_id = $1 order by kind",
+        "select kind, total, uniques, first_at, last_at, human, human_uniques, machine, machine_uniques"
+        " from message_counters where message_id = $1 order by kind",
         message_id,
     )
-    counters = {row["kind"]: KindCounter(row["total"], row["uniques"], row["first_at"], row["last_at"]) for row in rows}
+    reasons: dict[str, dict[str, dict[str, int]]] = {}
+    for row in await conn.fetch(
+        "select kind, verdict, reason, total from message_verdict_reasons"
+        " where message_id = $1 and total <> 0 order by kind, verdict, reason",
+        message_id,
+    ):
+        reasons.setdefault(row["kind"], {}).setdefault(row["verdict"], {})[row["reason"]] = row["total"]
+    counters = {
+        row["kind"]: KindCounter(row["total"], row["uniques"], row["first_at"], row["last_at"], row["human"],
+                                 row["human_uniques"], row["machine"], row["machine_uniques"],
+                                 reasons.get(row["kind"], {}))
+        for row in rows
+    }  # fmt: skip
     return json_response(MessageStats(message_id, counters))
 
 
@@ -83,6 +99,7 @@ async def render(request: Request, conn: asyncpg.Connection, ctx: ApiContext) ->
     info, rendered = await render_message(
         conn, ctx.settings, message_id, recipients, body.version, redis=ctx.redis, cache=ctx.templates
     )
+    await record_renders(conn, message_id, recipients)  # the `too fast` rule's reference time
     return json_response(
         RenderOut(
             message_id,

@@ -47,9 +47,10 @@ def build_openapi(endpoints: list[Endpoint], title: str = "Tracking edge API", v
             if name.endswith("_id")
         ]
         parameters += [
-            {"name": name, "in": "query", "required": False, "description": doc, "schema": {"type": "string"}}
-            for name, doc in ep.query
-        ]
+            {"name": name, "in": "query", "required": False, "description": doc,
+             "schema": {"type": "string", "pattern": schemas.NO_NUL, **(value[0] if value else {})}}
+            for name, doc, *value in ep.query
+        ]  # fmt: skip
         if parameters:
             operation["parameters"] = parameters
         if ep.request is not None:

@@ -16,6 +16,14 @@ from msgspec import UNSET, Meta, UnsetType
 from tracker.contract.tokens import EVENT_CHANNELS, MESSAGE_CHANNELS
 
 Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+Version = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # link-table versions are Postgres integers
+# Postgres text refuses NUL: said in the schema (and refused with a 422 naming the field), not a 500.
+NO_NUL = "^[^\\x00]*$"
+Text = Annotated[str, Meta(pattern=NO_NUL)]
+# Checked by tracker.domain.profile_fields with their own messages; the patterns only document them.
+Email = Annotated[str, Meta(extra_json_schema={"pattern": "^[^@\\s\\x00]{1,64}@[^@\\s\\x00]+\\.[^@\\s\\x00]+$",
+                                               "maxLength": 254})]
+Phone = Annotated[str, Meta(extra_json_schema={"pattern": "^\\+[1-9][0-9]{6,14}$"})]
 FieldType = Literal["string", "number", "boolean", "date", "enum"]
 # Channel names come from the contract (tracker.contract.tokens.Channel); a Literal made from them at run time.
 ResourceChannel = Literal[EVENT_CHANNELS]  # type: ignore[valid-type]
@@ -42,7 +50,7 @@ class ErrorBody(msgspec.Struct):
 class ProfileFieldIn(Input):
     name: Annotated[str, Meta(pattern="^[a-z][a-z0-9_]{0,62}$")]
     type: FieldType
-    enum_values: list[str] | None = None
+    enum_values: Annotated[list[Text], Meta(min_length=1)] | None = None
 
 
 class ProfileField(msgspec.Struct):
@@ -59,9 +67,9 @@ class ProfileFieldList(msgspec.Struct):
 class ProfileIn(Input):
     """A new profile. `fields` holds declared custom fields only."""
 
-    external_id: str | None = None
-    email: str | None = None
-    phone: str | None = None
+    external_id: Text | None = None
+    email: Email | None = None
+    phone: Phone | None = None
     email_status: EmailStatus | None = None
     phone_status: PhoneStatus | None = None
     fields: dict[str, Any] = {}
@@ -70,9 +78,9 @@ class ProfileIn(Input):
 class ProfilePatch(Input):
     """A partial update: absent keys stay; null clears email/phone/external_id or removes a custom field."""
 
-    external_id: str | UnsetType | None = UNSET
-    email: str | UnsetType | None = UNSET
-    phone: str | UnsetType | None = UNSET
+    external_id: Text | UnsetType | None = UNSET
+    email: Email | UnsetType | None = UNSET
+    phone: Phone | UnsetType | None = UNSET
     email_status: EmailStatus | UnsetType = UNSET
     phone_status: PhoneStatus | UnsetType = UNSET
     fields: dict[str, Any] | UnsetType = UNSET
@@ -116,7 +124,7 @@ class ImportStopped(msgspec.Struct):
 
 
 class ResourceIn(Input):
-    name: Annotated[str, Meta(min_length=1, max_length=500)]
+    name: Annotated[str, Meta(min_length=1, max_length=500, pattern=NO_NUL)]
     channel: ResourceChannel
 
 
@@ -175,13 +183,15 @@ class SubscriberPage(msgspec.Struct):
 
 class MessageIn(Input):
     channel: MessageChannel
-    content: str
-    name: Annotated[str, Meta(max_length=500)] = ""
+    content: Text
+    name: Annotated[str, Meta(max_length=500, pattern=NO_NUL)] = ""
     resource_id: Id | None = None
+    # Email: one invisible link only machines follow (the verdict's honeypot rule); kept for every version.
+    honeypot: bool = False
 
 
 class VersionIn(Input):
-    content: str
+    content: Text
 
 
 class LinkOut(msgspec.Struct):
@@ -204,10 +214,18 @@ class KindCounter(msgspec.Struct):
     uniques: int
     first_at: datetime.datetime
     last_at: datetime.datetime
+    # Split by verdict: opens and clicks are judged human or machine; the rest of `total` is unknown
+    # (events of other kinds, and those no rule could decide).
+    human: int = 0
+    human_uniques: int = 0
+    machine: int = 0
+    machine_uniques: int = 0
+    # verdict -> reason -> events it helped decide (e.g. {"machine": {"burst": 3, "too_fast": 1}})
+    reasons: dict[str, dict[str, int]] = {}
 
 
 class MessageStats(msgspec.Struct):
-    """Totals and uniques (distinct profiles) per event kind, as the flusher keeps them."""
+    """Totals and uniques (distinct profiles) per event kind, as the flusher keeps them, split by verdict."""
 
     message_id: int
     counters: dict[str, KindCounter]
@@ -215,7 +233,7 @@ class MessageStats(msgspec.Struct):
 
 class RenderIn(Input):
     profile_ids: Annotated[list[Id], Meta(min_length=1)]
-    version: Id | None = None
+    version: Version | None = None
 
 
 class RenderedRecipient(msgspec.Struct):

@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -29,10 +30,11 @@ MAX_DATA_KEYS = 8
 class ReportError(Exception):
     """A request the edge refuses: the status and a short reason go back to the sender."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.headers = headers or {}
 
 
 def unauthorized(reason: str = "bad signature") -> ReportError:
@@ -73,6 +75,11 @@ class Report:
 class Provider(Protocol):
     channel: str
     name: str
+    content_types: frozenset[str]  # media types the provider sends (415 for any other)
+
+    def check_headers(self, headers: Headers) -> None:
+        """What can be refused before the body is read (credentials, signature headers present); raise `ReportError`."""
+        ...
 
     async def reports(self, request: ReportRequest) -> list[Report]:
         """Authenticate the request and read its reports; raise `ReportError` to refuse it."""
@@ -99,18 +106,22 @@ def facts(**values: Any) -> dict[str, str]:
 _EVENT_ID_KEY = b"tracker/webhook-event-id/v1"
 
 
-def report_event_id(channel: str, provider: str, provider_event_id: str, ts_us: int,
-                    arrival_time: bool = False) -> bytes:  # fmt: skip
-    """A UUIDv7-layout id that a redelivery of the same provider event gets again.
+def report_event_id(channel: str, provider: str, provider_event_id: str, ts_us: int, arrival_time: bool = False,
+                    *, kind: str, recipient: str) -> bytes:  # fmt: skip
+    """A UUIDv7-layout id that a redelivery of the same report gets again.
 
     48 bits of ms time (the provider's event time; zero when `ts_us` is only the arrival
     time, see tracker.contract.events.TIMELESS_ID_PREFIX) | version 7 | 12 + 62 bits of a keyed
-    hash of (channel, provider, provider event id) around the variant bits.
+    hash of (channel, provider, provider event id, kind, recipient) around the variant bits.
+    The kind and the recipient (message:profile from the ref) are in the hash because providers
+    reuse an event id across them: SendGrid's documented `bounce` and `blocked` samples share an
+    `sg_event_id`, and without them the second report would be stored as a duplicate of the first.
     """
     if arrival_time:
         ts_us = 0
     digest = hashlib.blake2b(
-        f"{channel}\0{provider}\0{provider_event_id}".encode(), digest_size=10, key=_EVENT_ID_KEY
+        f"{channel}\0{provider}\0{provider_event_id}\0{kind}\0{recipient}".encode(), digest_size=10,
+        key=_EVENT_ID_KEY,
     ).digest()
     h = int.from_bytes(digest, "big") >> 6  # 74 bits
     value = (ts_us // 1000) << 80 | 0x7 << 76 | (h >> 62) << 64 | 0b10 << 62 | (h & ((1 << 62) - 1))
@@ -126,6 +137,8 @@ def parse_time_us(value: Any) -> int:
     """Microseconds since the epoch from Unix seconds (int, float or digits) or ISO 8601 text."""
     if isinstance(value, bool):
         raise malformed("bad timestamp")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise malformed("bad timestamp")
     if isinstance(value, int | float):
         return _checked_us(round(value * 1_000_000))
     if isinstance(value, str):
@@ -137,7 +150,10 @@ def parse_time_us(value: Any) -> int:
             # Postmark sends 7 fractional digits, more than datetime takes: keep microseconds.
             base, fraction, zone = match.groups()
             zone = "+00:00" if zone in (None, "Z") else zone
-            moment = datetime.fromisoformat(f"{base}.{(fraction or '0')[:6].ljust(6, '0')}{zone}")
+            try:
+                moment = datetime.fromisoformat(f"{base}.{(fraction or '0')[:6].ljust(6, '0')}{zone}")
+            except ValueError:  # shaped like a date, but not one: month 13, February 30, offset +99:00
+                raise malformed("bad timestamp") from None
             return _checked_us(int(moment.timestamp() * 1_000_000))
     raise malformed("bad timestamp")
 
@@ -153,14 +169,21 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def check_fresh(timestamp: str, max_skew_s: int) -> None:
-    """A signed timestamp (Unix seconds) must be within `max_skew_s` of our clock, either way."""
-    try:
-        signed_at = float(timestamp)
-    except ValueError:
-        raise unauthorized("bad timestamp") from None
+_UNIX_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,9})?")
+
+
+def check_fresh(timestamp: str, max_skew_s: int) -> float:
+    """A signed timestamp (Unix seconds) must be within `max_skew_s` of our clock, either way.
+
+    Digits only: `float()` would also take nan (which compares as fresh), inf, exponents,
+    underscores and spaces, none of which a provider sends. Returns the time, in seconds.
+    """
+    if not _UNIX_SECONDS.fullmatch(timestamp):
+        raise unauthorized("bad timestamp")
+    signed_at = float(timestamp)
     if abs(time.time() - signed_at) > max_skew_s:
         raise unauthorized("timestamp outside the allowed clock skew")
+    return signed_at
 
 
 # -- auth ------------------------------------------------------------------------------------------
@@ -185,6 +208,11 @@ class BasicAuth:
         # Digests compared, so the comparison takes the same time whatever the lengths.
         if not hmac.compare_digest(hashlib.sha256(given).digest(), self.expected):
             raise unauthorized("bad credentials")
+
+
+def media_type(headers: Headers) -> str:
+    """The Content-Type without its parameters, lower case ("" when absent)."""
+    return headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 def hmac_hex(secret: bytes, data: bytes, digest: str = "sha256") -> str:

@@ -9,13 +9,16 @@
       "timestamp": "2024-05-31T16:08:37Z", "reason": "mailbox unknown", "code": "5.1.1"}]
 
 The signature covers the timestamp so a captured request cannot be replayed later
-than TRACKER_REPORT_MAX_SKEW_S; a sender signs each attempt afresh. One secret per
+than TRACKER_REPORT_MAX_SKEW_S; a sender signs each attempt afresh. The timestamp is
+Unix seconds in digits (nan, inf or an exponent gets 401); it, and that both headers
+are there, is checked before the body is read. One secret per
 channel (TRACKER_REPORT_GENERIC_EMAIL_SECRET, TRACKER_REPORT_GENERIC_SMS_SECRET).
 """
 
 from __future__ import annotations
 
 import msgspec
+from starlette.datastructures import Headers
 
 from edge.reports.base import (
     Report,
@@ -58,6 +61,7 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 class GenericReports:
     name = "generic"
+    content_types = frozenset({"application/json"})
 
     def __init__(self, channel: str, secret: str, max_skew_s: int) -> None:
         self.channel = channel
@@ -70,14 +74,16 @@ class GenericReports:
         secret = getattr(settings.reports, f"generic_{channel}_secret")
         return cls(channel, secret, settings.reports.max_skew_s) if secret else None
 
-    async def reports(self, request: ReportRequest) -> list[Report]:
-        timestamp = request.headers.get("x-tracker-timestamp", "")
-        given = request.headers.get("x-tracker-signature", "")
-        if not timestamp or not given:
+    def check_headers(self, headers: Headers) -> None:
+        if not headers.get("x-tracker-timestamp") or not headers.get("x-tracker-signature"):
             raise unauthorized("X-Tracker-Timestamp and X-Tracker-Signature required")
-        if not same(sign(self.secret, timestamp, request.body), given):
+        check_fresh(headers["x-tracker-timestamp"], self.max_skew_s)
+
+    async def reports(self, request: ReportRequest) -> list[Report]:
+        self.check_headers(request.headers)
+        timestamp = request.headers["x-tracker-timestamp"]
+        if not same(sign(self.secret, timestamp, request.body), request.headers["x-tracker-signature"]):
             raise unauthorized()
-        check_fresh(timestamp, self.max_skew_s)
         try:
             items = _decode(request.body)
         except msgspec.DecodeError as exc:

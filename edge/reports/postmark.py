@@ -5,14 +5,19 @@ Auth: HTTP basic auth; set the webhook URL in Postmark as
 USER:PASSWORD in TRACKER_REPORT_POSTMARK_BASIC_AUTH.
 
 Mapping by RecordType: Delivery -> delivered, SpamComplaint -> complained,
-Open -> opened, Click -> clicked, SubscriptionChange that suppresses sending by
-the recipient's own choice -> unsubscribed, Bounce by its Type: HardBounce,
+Open -> opened, Click -> clicked; a SubscriptionChange that suppresses sending, by its
+SuppressionReason: HardBounce -> hard_bounce, SpamComplaint -> complained,
+ManualSuppression -> unsubscribed (a person stopped the sending, by the recipient's
+unsubscribe link or by hand in Postmark: for us that is an unsubscribe; one that
+re-enables sending is not tracked); Bounce by its Type: HardBounce,
 BadEmailAddress, ManuallyDeactivated -> hard_bounce; SoftBounce, Transient,
 DnsError, Blocked, Unknown, DMARCPolicy... -> soft_bounce; SpamComplaint ->
 complained; Unsubscribe -> unsubscribed; auto-replies and the like are not tracked.
 The ref: `Metadata.tracker_ref` (set Metadata when sending), else an X-Tracker-Ref in `Headers`.
 The provider event id: the record's `ID` where it has one (bounces, complaints),
 else RecordType + MessageID + the record's time.
+Basic auth and Content-Type (application/json) are checked before the body is read.
+A time that is not a date gets 400.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from starlette.datastructures import Headers
 
 from edge.reports.base import BasicAuth, Report, ReportRequest, facts, header_value, malformed, parse_time_us
 from tracker.config import Settings
@@ -41,12 +47,14 @@ _BOUNCES = {
     "Unsubscribe": "unsubscribed",
 }
 _RECORDS = {"Delivery": "delivered", "SpamComplaint": "complained", "Open": "opened", "Click": "clicked"}
+_SUPPRESSIONS = {"HardBounce": "hard_bounce", "SpamComplaint": "complained", "ManualSuppression": "unsubscribed"}
 _TIME_FIELDS = ("BouncedAt", "DeliveredAt", "ReceivedAt", "ChangedAt")
 
 
 class PostmarkEvents:
     channel = "email"
     name = "postmark"
+    content_types = frozenset({"application/json"})
 
     def __init__(self, auth: BasicAuth) -> None:
         self.auth = auth
@@ -55,6 +63,9 @@ class PostmarkEvents:
     def from_settings(cls, settings: Settings) -> PostmarkEvents | None:
         credentials = settings.reports.postmark_basic_auth
         return cls(BasicAuth("TRACKER_REPORT_POSTMARK_BASIC_AUTH", credentials)) if credentials else None
+
+    def check_headers(self, headers: Headers) -> None:
+        self.auth.check(headers)
 
     async def reports(self, request: ReportRequest) -> list[Report]:
         self.auth.check(request.headers)
@@ -72,8 +83,8 @@ def postmark_report(record: dict[str, Any]) -> Report:
     if record_type == "Bounce":
         kind = _BOUNCES.get(str(record.get("Type")))
     elif record_type == "SubscriptionChange":
-        by_recipient = record.get("SuppressSending") is True and record.get("SuppressionReason") == "ManualSuppression"
-        kind = "unsubscribed" if by_recipient else None
+        suppressed = record.get("SuppressSending") is True
+        kind = _SUPPRESSIONS.get(str(record.get("SuppressionReason"))) if suppressed else None
     else:
         kind = _RECORDS.get(record_type)
     when = next((record[f] for f in _TIME_FIELDS if isinstance(record.get(f), str)), None)

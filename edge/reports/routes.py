@@ -1,8 +1,13 @@
 """`POST /reports/{channel}/{provider}` (also `/hooks/...`): authenticate, read reports, record events.
 
-Status codes, in the order they are decided:
+Status codes, in the order they are decided; everything down to 503 before a byte of the body is read:
   404  no such provider on this channel, or the provider has no secret configured
-  413  the body is over TRACKER_REPORT_MAX_BODY_BYTES (read incrementally, never past it)
+  413  the declared Content-Length is over TRACKER_REPORT_MAX_BODY_BYTES
+  401  credentials or signature headers missing or wrong, where the provider sends them in headers
+  415  the Content-Type is not the one the provider sends
+  503  (with Retry-After) the process already reads TRACKER_REPORT_UPLOAD_BUDGET_BYTES of bodies
+  413  a chunked body grows over TRACKER_REPORT_MAX_BODY_BYTES (read incrementally, never past it)
+  408  the body did not arrive within TRACKER_REPORT_BODY_TIMEOUT_S; the edge stops reading
   401  the signature, credentials or signed timestamp do not check out: nothing recorded
   400  the body does not parse as the provider's format: nothing recorded
   200  everything else. Reports whose ref is missing or fails verification, and provider
@@ -22,8 +27,9 @@ from collections import Counter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from edge.reports import generic, mailgun, postmark, sendgrid, ses, smpp, twilio
-from edge.reports.base import Provider, Report, ReportError, ReportRequest, report_event_id
+from edge.reports import generic, mailgun, postmark, sendgrid, ses, smpp, sparkpost, twilio, vonage
+from edge.reports.base import Provider, Report, ReportError, ReportRequest, media_type, report_event_id
+from edge.reports.upload_budget import CLOSE, UploadBudget
 from edge.state import EdgeState
 from tracker.contract.events import require_event_layout
 from tracker.contract.tokens import CHANNEL_NAMES, Keyring, TokenKind, verify
@@ -45,10 +51,12 @@ def build_providers(state: EdgeState) -> dict[tuple[str, str], Provider]:
         generic.GenericReports.from_settings(settings, "sms"),
         ses.SesNotifications.from_settings(settings),
         sendgrid.SendGridEvents.from_settings(settings),
-        mailgun.MailgunEvents.from_settings(settings),
+        mailgun.MailgunEvents.from_settings(settings, state.redis),
         postmark.PostmarkEvents.from_settings(settings),
+        sparkpost.SparkPostEvents.from_settings(settings),
         twilio.TwilioStatusCallbacks.from_settings(settings),
         smpp.SmppReceipts.from_settings(settings),
+        vonage.VonageStatusWebhooks.from_settings(settings),
     ]
     return {(p.channel, p.name): p for p in built if p is not None}
 
@@ -59,7 +67,8 @@ class ProviderReportRoutes:
     def __init__(self, state: EdgeState) -> None:
         self.state = state
         self.keys = Keyring(state.settings.signing_keys)
-        self.max_body = state.settings.reports.max_body_bytes
+        limits = state.settings.reports
+        self.uploads = UploadBudget(limits.upload_budget_bytes, limits.max_body_bytes, limits.body_timeout_s)
         self.providers = build_providers(state)
         # (channel, provider, outcome) -> count; outcome: recorded, bad_ref, untracked, or an HTTP status.
         self.counters: Counter[tuple[str, str, str]] = Counter()
@@ -69,14 +78,23 @@ class ProviderReportRoutes:
         provider = self.providers.get((channel, name))
         if provider is None:
             return _NOT_FOUND
+        body_read = False
         try:
-            body = await read_body(request, self.max_body)
-            hook = ReportRequest(request.url.path, request.url.query, request.headers, body)
-            reports = await provider.reports(hook)
+            self.uploads.declared_size(request.headers)
+            provider.check_headers(request.headers)
+            if media_type(request.headers) not in provider.content_types:
+                wanted = " or ".join(sorted(provider.content_types))
+                raise ReportError(415, f"expected Content-Type {wanted}")
+            async with self.uploads.read(request) as body:
+                body_read = True
+                hook = ReportRequest(request.url.path, request.url.query, request.headers, body)
+                reports = await provider.reports(hook)
         except ReportError as exc:
             self.counters[channel, name, str(exc.status)] += 1
             log.info("provider report %s/%s refused: %d %s", channel, name, exc.status, exc.reason)
-            return PlainTextResponse(exc.reason + "\n", status_code=exc.status)
+            # Answered before the body was read: what is left of it must not be taken for the next request.
+            headers = exc.headers if body_read else {**exc.headers, **CLOSE}
+            return PlainTextResponse(exc.reason + "\n", status_code=exc.status, headers=headers)
         outcome = self.record(channel, name, reports)
         return JSONResponse(outcome)
 
@@ -92,7 +110,9 @@ class ProviderReportRoutes:
             if token is None or token[0] != _REF or CHANNEL_NAMES.get(token[1]) != channel:
                 outcome["bad_ref"] += 1
                 continue
-            event_id = report_event_id(channel, provider, report.provider_event_id, report.ts_us, report.arrival_time)
+            recipient = f"{token[2]}:{token[3]}"  # message:profile, as the ref says
+            event_id = report_event_id(channel, provider, report.provider_event_id, report.ts_us, report.arrival_time,
+                                       kind=report.kind, recipient=recipient)  # fmt: skip
             data = report.data or None
             size = 96 + (sum(len(k) + len(v) for k, v in data.items()) if data else 0)
             # An Event's fields in `_BUILDS` order; no UA or IP: the provider called.
@@ -106,17 +126,3 @@ class ProviderReportRoutes:
             log.info("provider report %s/%s: %d reports without a valid ref skipped", channel, provider, skipped)
         return outcome
 
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, read chunk by chunk and abandoned as soon as it passes `limit` (413)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ReportError(413, f"body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ReportError(413, f"body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -6,9 +6,11 @@ P-256/SHA-256 and sends the base64 DER signature and the timestamp in
 (base64 DER as shown in SendGrid's settings, or PEM) is TRACKER_REPORT_SENDGRID_PUBLIC_KEY.
 
 Mapping: delivered -> delivered, bounce (type "bounce") -> hard_bounce, bounce of
-type "blocked" -> soft_bounce, dropped -> undelivered, spamreport -> complained,
-open -> opened, click -> clicked, unsubscribe / group_unsubscribe -> unsubscribed;
-processed, deferred, group_resubscribe are not tracked.
+type "blocked" -> soft_bounce, deferred -> deferred (SendGrid will try again: not final,
+not a bounce), dropped -> undelivered, spamreport -> complained, open -> opened,
+click -> clicked, unsubscribe / group_unsubscribe -> unsubscribed; processed and
+group_resubscribe are not tracked. Content-Type: application/json. The signature and
+timestamp headers (present, base64, fresh) are checked before the body is read.
 The ref: a `tracker_ref` custom arg (SendGrid puts custom args at the top level of each event).
 The provider event id is `sg_event_id`.
 """
@@ -22,14 +24,16 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from starlette.datastructures import Headers
 
 from edge.reports.base import Report, ReportRequest, check_fresh, facts, malformed, parse_time_us, unauthorized
 from tracker.config import Settings, SettingsError
 
 SIGNATURE_HEADER = "x-twilio-email-event-webhook-signature"
 TIMESTAMP_HEADER = "x-twilio-email-event-webhook-timestamp"
-_KINDS = {"delivered": "delivered", "dropped": "undelivered", "spamreport": "complained", "open": "opened",
-          "click": "clicked", "unsubscribe": "unsubscribed", "group_unsubscribe": "unsubscribed"}  # fmt: skip
+_KINDS = {"delivered": "delivered", "deferred": "deferred", "dropped": "undelivered", "spamreport": "complained",
+          "open": "opened", "click": "clicked", "unsubscribe": "unsubscribed",
+          "group_unsubscribe": "unsubscribed"}  # fmt: skip
 
 
 class SendGridEvent(msgspec.Struct):
@@ -64,6 +68,7 @@ def load_public_key(env: str, text: str) -> ec.EllipticCurvePublicKey:
 class SendGridEvents:
     channel = "email"
     name = "sendgrid"
+    content_types = frozenset({"application/json"})
 
     def __init__(self, public_key: ec.EllipticCurvePublicKey, max_skew_s: int) -> None:
         self.public_key = public_key
@@ -76,14 +81,27 @@ class SendGridEvents:
         key = load_public_key("TRACKER_REPORT_SENDGRID_PUBLIC_KEY", settings.reports.sendgrid_public_key)
         return cls(key, settings.reports.max_skew_s)
 
-    async def reports(self, request: ReportRequest) -> list[Report]:
-        timestamp = request.headers.get(TIMESTAMP_HEADER, "")
+    def check_headers(self, headers: Headers) -> None:
+        self._signature(headers)
+
+    def _signature(self, headers: Headers) -> bytes:
+        """The signature, decoded, once its headers are there and the timestamp is fresh."""
         try:
-            signature = base64.b64decode(request.headers.get(SIGNATURE_HEADER, ""), validate=True)
-            self.public_key.verify(signature, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
-        except (InvalidSignature, binascii.Error, ValueError):
+            signature = base64.b64decode(headers.get(SIGNATURE_HEADER, ""), validate=True)
+        except (binascii.Error, ValueError):
             raise unauthorized() from None
-        check_fresh(timestamp, self.max_skew_s)
+        if not signature:
+            raise unauthorized("signed event webhook headers required")
+        check_fresh(headers.get(TIMESTAMP_HEADER, ""), self.max_skew_s)
+        return signature
+
+    async def reports(self, request: ReportRequest) -> list[Report]:
+        signature = self._signature(request.headers)
+        timestamp = request.headers[TIMESTAMP_HEADER]
+        try:
+            self.public_key.verify(signature, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError):
+            raise unauthorized() from None
         try:
             events = _decode(request.body)
         except msgspec.DecodeError as exc:

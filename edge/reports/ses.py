@@ -11,6 +11,9 @@ Reject -> undelivered, Open -> opened, Click -> clicked, Subscription ->
 unsubscribed; Send, DeliveryDelay, Rendering Failure are not tracked.
 The ref: the X-Tracker-Ref header in `mail.headers`, or a `tracker_ref` message tag.
 The provider event id is the SNS MessageId, which SNS keeps across its retries.
+Content-Type: text/plain (SNS's default) or application/json (a delivery policy's
+headerContentType). Odd shapes inside a signed message (recipients that are not a list,
+a type that is not a string) are read as absent; a time that is not a date gets 400.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from starlette.datastructures import Headers
 
 from edge.reports.base import (
     Report,
@@ -43,6 +47,7 @@ _DETAIL = {"Bounce": "bounce", "Complaint": "complaint", "Delivery": "delivery",
 class SesNotifications:
     channel = "email"
     name = "ses"
+    content_types = frozenset({"text/plain", "application/json"})
 
     def __init__(self, topics: frozenset[str], verifier: SnsVerifier) -> None:
         self.topics = topics
@@ -59,6 +64,9 @@ class SesNotifications:
         )
         return cls(topics, verifier)
 
+    def check_headers(self, headers: Headers) -> None:
+        """Nothing to check before the body: the SNS signature is in it."""
+
     async def reports(self, request: ReportRequest) -> list[Report]:
         try:
             envelope = msgspec.json.decode(request.body)
@@ -67,7 +75,8 @@ class SesNotifications:
         if not isinstance(envelope, dict) or not isinstance(envelope.get("Type"), str):
             raise malformed("expected an SNS JSON message")
         # The topic first: no certificate is fetched for somebody else's topic.
-        if envelope.get("TopicArn") not in self.topics:
+        topic = envelope.get("TopicArn")
+        if not isinstance(topic, str) or topic not in self.topics:
             raise unauthorized("SNS topic not allowed")
         await self.sns.verify(envelope)
         kind = envelope["Type"]
@@ -76,18 +85,20 @@ class SesNotifications:
             return []
         if kind != "Notification":
             return []  # UnsubscribeConfirmation: nothing to do
+        message = envelope.get("Message")
         try:
-            notification = msgspec.json.decode(envelope.get("Message", ""))
+            notification = msgspec.json.decode(message if isinstance(message, str) else "")
         except msgspec.DecodeError:
             raise malformed("SNS Message is not an SES notification") from None
         if not isinstance(notification, dict):
             raise malformed("SNS Message is not an SES notification")
-        return [ses_report(notification, envelope["MessageId"], envelope.get("Timestamp"))]
+        return [ses_report(notification, str(envelope["MessageId"]), envelope.get("Timestamp"))]
 
 
 def ses_report(notification: dict[str, Any], provider_event_id: str, sent_at: Any) -> Report:
     """One SES notification or event as a report (an SES message has one recipient here)."""
-    event_type = notification.get("notificationType") or notification.get("eventType") or ""
+    event_type = notification.get("notificationType") or notification.get("eventType")
+    event_type = event_type if isinstance(event_type, str) else ""
     mail = notification.get("mail") if isinstance(notification.get("mail"), dict) else {}
     detail = notification.get(_DETAIL.get(event_type, ""), {})
     detail = detail if isinstance(detail, dict) else {}
@@ -96,8 +107,9 @@ def ses_report(notification: dict[str, Any], provider_event_id: str, sent_at: An
     if event_type == "Bounce":
         bounce_type = detail.get("bounceType")
         kind = "hard_bounce" if bounce_type == "Permanent" else "soft_bounce"
-        recipients = detail.get("bouncedRecipients") or [{}]
-        first = recipients[0] if isinstance(recipients[0], dict) else {}
+        recipients = detail.get("bouncedRecipients")
+        first = recipients[0] if isinstance(recipients, list) and recipients else {}
+        first = first if isinstance(first, dict) else {}
         data = facts(provider="ses", reason=f"{bounce_type}/{detail.get('bounceSubType')}",
                      code=first.get("status"), diagnostic=first.get("diagnosticCode"))  # fmt: skip
     elif event_type in _SIMPLE:

@@ -1,6 +1,6 @@
 """SMPP delivery receipts relayed by an SMS gateway: `POST /hooks/sms/smpp?tracker_ref=<ref>`.
 
-Body (text/plain): the receipt text of SMPP v3.4 appendix B, one receipt per line:
+Body (Content-Type text/plain, 415 otherwise): the receipt text of SMPP v3.4 appendix B, one receipt per line:
 
     id:0123456789 sub:001 dlvrd:001 submit date:2405311200 done date:2405311201 stat:DELIVRD err:000 text:Hello
 
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+
+from starlette.datastructures import Headers
 
 from edge.reports.base import BasicAuth, Report, ReportRequest, facts, malformed
 from tracker.config import Settings
@@ -41,6 +43,7 @@ def receipt_time_us(text: str) -> int:
 class SmppReceipts:
     channel = "sms"
     name = "smpp"
+    content_types = frozenset({"text/plain"})
 
     def __init__(self, auth: BasicAuth) -> None:
         self.auth = auth
@@ -49,6 +52,9 @@ class SmppReceipts:
     def from_settings(cls, settings: Settings) -> SmppReceipts | None:
         credentials = settings.reports.smpp_basic_auth
         return cls(BasicAuth("TRACKER_REPORT_SMPP_BASIC_AUTH", credentials)) if credentials else None
+
+    def check_headers(self, headers: Headers) -> None:
+        self.auth.check(headers)
 
     async def reports(self, request: ReportRequest) -> list[Report]:
         self.auth.check(request.headers)

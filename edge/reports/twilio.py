@@ -4,7 +4,8 @@ Auth: `X-Twilio-Signature` = base64 HMAC-SHA1, keyed with the auth token
 (TRACKER_REPORT_TWILIO_AUTH_TOKEN), over the full URL Twilio called
 (TRACKER_PUBLIC_URL + path + query) followed by every POST parameter, sorted by
 name, as name + value. TRACKER_PUBLIC_URL must therefore be exactly the
-scheme://host[:port] Twilio is configured with.
+scheme://host[:port] Twilio is configured with. A request without the header, or not
+form-encoded, is refused before its body is read.
 
 The ref: the sender sets StatusCallback to `.../hooks/sms/twilio?tracker_ref=<ref>`.
 Mapping by MessageStatus: delivered -> delivered; undelivered, failed -> undelivered
@@ -23,6 +24,8 @@ import hmac
 from collections import OrderedDict
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl
+
+from starlette.datastructures import Headers
 
 from edge.reports.base import Report, ReportRequest, facts, malformed, now_us, same, unauthorized
 from tracker.config import Settings
@@ -64,6 +67,7 @@ class FirstSeen:
 class TwilioStatusCallbacks:
     channel = "sms"
     name = "twilio"
+    content_types = frozenset({"application/x-www-form-urlencoded"})
 
     def __init__(self, auth_token: str, public_url: str) -> None:
         self.auth_token = auth_token
@@ -74,6 +78,10 @@ class TwilioStatusCallbacks:
     def from_settings(cls, settings: Settings) -> TwilioStatusCallbacks | None:
         token = settings.reports.twilio_auth_token
         return cls(token, settings.public_url) if token else None
+
+    def check_headers(self, headers: Headers) -> None:
+        if not headers.get("x-twilio-signature"):
+            raise unauthorized("X-Twilio-Signature required")
 
     async def reports(self, request: ReportRequest) -> list[Report]:
         try:

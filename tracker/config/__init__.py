@@ -30,6 +30,7 @@ from tracker.config._fields import (
 from tracker.config.edge import EdgeSettings
 from tracker.config.flusher import FlusherSettings
 from tracker.config.forwarder import ForwarderSettings
+from tracker.config.pages import PagesSettings
 from tracker.config.reports import ReportSettings
 
 __all__ = [
@@ -94,6 +95,7 @@ class Settings(SettingsPart):
     )
     edge: EdgeSettings = part(EdgeSettings)
     reports: ReportSettings = part(ReportSettings)
+    pages: PagesSettings = part(PagesSettings)
     flusher: FlusherSettings = part(FlusherSettings)
     forwarder: ForwarderSettings = part(ForwarderSettings)
 

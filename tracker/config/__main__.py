@@ -18,6 +18,7 @@ _TITLES = {
     "": "Shared by every program",
     "edge": "Edge (`edge`, and the API it serves)",
     "reports": "Provider reports (served by the edge)",
+    "pages": "Recipient pages (unsubscribe, confirm, preferences; served by the edge)",
     "flusher": "Flusher (`flusher`)",
     "forwarder": "Action-hook forwarder (`forwarder`)",
 }

@@ -125,6 +125,31 @@ class EdgeSettings(SettingsPart):
     api_short_link_ttl_s: int = setting(
         "TRACKER_API_SHORT_LINK_TTL_S", 30 * 86400, int_range(1, 10**8), "TTL of SMS short codes cached in Redis"
     )
+    # -- public edge inputs: floods of unknown short codes, link ages --
+    short_link_negative_ttl_s: int = setting(
+        "TRACKER_SHORT_LINK_NEGATIVE_TTL_S",
+        60,
+        int_range(0, 86400),
+        "how long an unknown SMS short code is remembered as unknown, in each process and in Redis (0: not at all)",
+    )
+    short_link_max_inflight: int = setting(
+        "TRACKER_SHORT_LINK_MAX_INFLIGHT",
+        32,
+        int_range(1, 10_000),
+        "SMS short-code lookups (Redis, Postgres) one edge process runs at once; above it /s/ answers 503 at once",
+    )
+    events_redis_connections: int = setting(
+        "TRACKER_EVENTS_REDIS_CONNECTIONS",
+        16,
+        int_range(1, 1000),
+        "Redis connections kept for event writes alone, apart from the lookups' pool",
+    )
+    confirm_max_age_days: int = setting(
+        "TRACKER_CONFIRM_MAX_AGE_DAYS", 0, int_range(0, 36_500), "days a double opt-in link works (0: no limit)"
+    )
+    unsubscribe_max_age_days: int = setting(
+        "TRACKER_UNSUBSCRIBE_MAX_AGE_DAYS", 0, int_range(0, 36_500), "days an unsubscribe link works (0: no limit)"
+    )
 
     def check(self) -> None:
         if self.site_link_param and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", self.site_link_param):

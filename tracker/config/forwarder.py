@@ -5,9 +5,55 @@ Each hook's own destination and secrets live in Postgres, not here.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import ipaddress
+import re
 from dataclasses import dataclass
 
-from tracker.config._fields import SettingsPart, float_range, int_range, setting
+from tracker.config._fields import SettingsError, SettingsPart, float_range, int_range, setting
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST_NAME = re.compile(rf"^\.?(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def parse_allowed_destinations(raw: str) -> tuple[str, ...]:
+    """`10.20.0.0/16,crm.internal,.corp.example` -> normalized CIDRs and lower-case names (".x": any name under x)."""
+    entries = []
+    for item in filter(None, (piece.strip() for piece in raw.split(","))):
+        try:
+            entries.append(str(ipaddress.ip_network(item, strict=False)))
+            continue
+        except ValueError:
+            pass
+        name = item.lower().rstrip(".")
+        if not _HOST_NAME.match(name):
+            raise ValueError(f"{item!r} is neither a CIDR (10.0.0.0/8, fd00::/8) nor a host name")
+        entries.append(name)
+    return tuple(entries)
+
+
+def secret_key_ring(raw: str) -> dict[int, bytes]:
+    """`1:<base64 of 32 bytes>,2:<older>` -> {1: key, 2: key}: AES-256-GCM keys for hook secrets at rest."""
+    keys: dict[int, bytes] = {}
+    for item in filter(None, (piece.strip() for piece in raw.split(","))):
+        kid_text, sep, encoded = item.partition(":")
+        if not sep or not kid_text.isdigit() or not 0 <= int(kid_text) <= 255:
+            raise ValueError("expected comma-separated KEY_ID:BASE64_KEY pairs with KEY_ID from 0 to 255")
+        try:
+            key = base64.b64decode(encoded.strip() + "=" * (-len(encoded.strip()) % 4), altchars=b"-_", validate=False)
+        except (binascii.Error, ValueError):
+            key = b""
+        if len(key) != 32:
+            raise ValueError(f"key {kid_text} is not 32 bytes in base64 (make one: openssl rand -base64 32)")
+        keys[int(kid_text)] = key
+    return keys
+
+
+def _secret_keys(raw: str) -> str:
+    # Kept as the text (hidden by its name wherever settings are shown), checked here, opened where used.
+    secret_key_ring(raw)
+    return raw
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -53,8 +99,31 @@ class ForwarderSettings(SettingsPart):
         "TRACKER_HOOKS_REPLAY_MAX_EVENTS", 1_000_000, int_range(1, 10**9), "events one replay job may queue"
     )
     test_timeout_s: float = setting(
-        "TRACKER_HOOKS_TEST_TIMEOUT_S",
-        20.0,
-        float_range(0.1, 600),
-        "how long the API waits for a test delivery's answer",
-    )
+        "TRACKER_HOOKS_TEST_TIMEOUT_S", 5.0, float_range(0.1, 60),
+        "longest a test delivery may take (the API waits this long for its answer, a second more at most)",
+    )  # fmt: skip
+    test_concurrency: int = setting(
+        "TRACKER_HOOKS_TEST_CONCURRENCY", 4, int_range(1, 1000),
+        "test deliveries running at once over all edges (more: 429)",
+    )  # fmt: skip
+    allowed_destinations: tuple[str, ...] = setting(
+        "TRACKER_HOOKS_ALLOWED_DESTINATIONS", (), parse_allowed_destinations,
+        "CIDRs and host names (.suffix for a domain) hooks may reach although private, loopback or link-local",
+    )  # fmt: skip
+    secret_keys: str = setting(
+        "TRACKER_HOOKS_SECRET_KEYS", "", _secret_keys,
+        "keys sealing hook secrets in Postgres as KEY_ID:BASE64(32 bytes),... (all open; the edge and forwarder)",
+    )  # fmt: skip
+    secret_key_id: int = setting(
+        "TRACKER_HOOKS_SECRET_KEY_ID", -1, int_range(-1, 255),
+        "key id that seals new hook secrets (-1: the first listed)",
+    )  # fmt: skip
+
+    def check(self) -> None:
+        ring = secret_key_ring(self.secret_keys)
+        if ring and self.secret_key_id != -1 and self.secret_key_id not in ring:
+            raise SettingsError(
+                f"TRACKER_HOOKS_SECRET_KEY_ID={self.secret_key_id}: no such key in TRACKER_HOOKS_SECRET_KEYS "
+                f"(have {sorted(ring)})"
+            )
+        super(ForwarderSettings, self).check()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tracker.config._fields import SettingsPart, int_range, setting
+from tracker.config._fields import SettingsPart, float_range, int_range, setting
 
 
 @dataclass(frozen=True, slots=True, repr=False)
@@ -22,6 +22,19 @@ class ReportSettings(SettingsPart):
         int_range(1024, 64 * 2**20),
         "largest provider report body (413 above)",
         aliases=("TRACKER_HOOK_MAX_BODY_BYTES",),
+    )
+    upload_budget_bytes: int = setting(
+        "TRACKER_REPORT_UPLOAD_BUDGET_BYTES",
+        32 * 2**20,
+        int_range(1024, 4 * 2**30),
+        "bytes of provider report bodies one edge process reads at once (503 with Retry-After above);"
+        " at least TRACKER_REPORT_MAX_BODY_BYTES",
+    )
+    body_timeout_s: float = setting(
+        "TRACKER_REPORT_BODY_TIMEOUT_S",
+        10.0,
+        float_range(0.05, 600.0),
+        "seconds a provider report body may take to arrive, whole (408 after)",
     )
     max_skew_s: int = setting(
         "TRACKER_REPORT_MAX_SKEW_S",
@@ -99,4 +112,22 @@ class ReportSettings(SettingsPart):
         str,
         "USER:PASSWORD of SMPP delivery receipts (empty: disabled)",
         aliases=("TRACKER_HOOK_SMPP_BASIC_AUTH",),
+    )
+    sparkpost_basic_auth: str = setting(
+        "TRACKER_REPORT_SPARKPOST_BASIC_AUTH",
+        "",
+        str,
+        "USER:PASSWORD SparkPost webhooks send as basic auth (empty, with no token either: disabled)",
+    )
+    sparkpost_webhook_token: str = setting(
+        "TRACKER_REPORT_SPARKPOST_WEBHOOK_TOKEN",
+        "",
+        str,
+        "token SparkPost sends in X-MessageSystems-Webhook-Token (empty, with no basic auth either: disabled)",
+    )
+    vonage_signature_secret: str = setting(
+        "TRACKER_REPORT_VONAGE_SIGNATURE_SECRET",
+        "",
+        str,
+        "Vonage signature secret that signs Messages API status webhooks (empty: disabled)",
     )

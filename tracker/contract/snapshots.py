@@ -40,6 +40,8 @@ class FlusherMetricsSnapshot(msgspec.Struct):
     lag_s: float = 0.0  # age of the oldest entry the group has not finished with, over every shard
     commit_seconds: CommitSeconds = msgspec.field(default_factory=CommitSeconds)
     at: float | None = None  # unix seconds
+    # Opens and clicks judged, by "verdict/reason" (an event counts once for each of its reasons).
+    verdicts: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class FlusherHeartbeatFacts(msgspec.Struct):

@@ -2,31 +2,37 @@
 
 Binary layout, then URL-safe base64 without padding:
 
-    byte 0      format (2 bits, = 1) | kind (3 bits) | channel (3 bits)
+    byte 0      format (2 bits: 1, or 2 = with issue time) | kind (3 bits) | channel (3 bits)
     byte 1      key id (0-255), so keys can rotate
-    byte 2      byte lengths (0-8) of the message id (high nibble) and the profile id (low nibble)
+    format 2    4 bytes: issue time, Unix seconds, big-endian (unsubscribe and confirm tokens)
+    next byte   byte lengths (0-8) of the message id (high nibble) and the profile id (low nibble)
     ...         message id, profile id: big-endian, minimal length (0 has length 0)
     for clicks  one more length byte (link-table version | link index), then those two numbers
     MAC         HMAC-SHA256(key, all bytes above), truncated to 9-11 bytes (72-88 bits)
 
 The MAC length is chosen so that the whole token is a multiple of 3 bytes: the
 base64 text then has no padding and no unused bits, so every character of the
-token is covered by the MAC (no two strings decode to the same token).
+token is covered by the MAC. Only the URL-safe alphabet is accepted (`+` and `/`
+are refused, not read as `-` and `_`), so no two strings decode to the same token.
+Format 1 tokens minted before issue times existed still verify; they have no age.
 """
 
 from __future__ import annotations
 
 import binascii
 import hashlib
+import time
 from enum import IntEnum
 from hmac import compare_digest
 from typing import Any, NamedTuple
 
 _FORMAT = 1
+_TIMED = 2  # format 2: format 1 with the issue time after the key id
 _MAC_MIN = 9
 _CLICK = 2  # TokenKind.CLICK as a plain int: enum comparisons cost on the hot path
 MAX_TOKEN_LEN = 96  # characters; longer input is refused before decoding
-_TO_STD = bytes.maketrans(b"-_", b"+/")
+# `+` and `/` become `.`, which strict base64 decoding refuses: one translate keeps the alphabet URL-safe only.
+_TO_STD = bytes.maketrans(b"-_+/", b"+/..")
 _TO_URL = bytes.maketrans(b"+/", b"-_")
 
 
@@ -40,6 +46,10 @@ class TokenKind(IntEnum):
     # Not a URL: the renderer puts it in a message header (X-Tracker-Ref) so that
     # delivery reports from email and SMS providers can be tied to message and profile.
     REF = 7
+
+
+# The kinds whose tokens may carry an issue time (format 2), so that a link can expire.
+TIMED_KINDS = frozenset({TokenKind.UNSUBSCRIBE, TokenKind.CONFIRM})
 
 
 class Channel(IntEnum):
@@ -133,13 +143,23 @@ def mint(
     profile_id: int,
     link_version: int = 0,
     link_index: int = 0,
+    issued_at: int | None = None,
 ) -> str:
-    """Make a token. Click tokens carry the link-table version and link index."""
+    """Make a token. Click tokens carry the link-table version and link index; unsubscribe and
+    confirm tokens given `issued_at` (Unix seconds) carry it, so `verify_fresh` can limit their age."""
     kind, channel = TokenKind(kind), Channel(channel)
     keys = keyring(keys)
     if not 0 <= key_id <= 255 or key_id not in keys:
         raise TokenError(f"unknown key id {key_id}")
-    body = bytearray((_FORMAT << 6 | kind << 3 | channel, key_id))
+    if issued_at is None:
+        body = bytearray((_FORMAT << 6 | kind << 3 | channel, key_id))
+    elif kind not in TIMED_KINDS:
+        raise TokenError(f"{kind.name.lower()} tokens carry no issue time")
+    elif not 0 <= issued_at < 1 << 32:
+        raise TokenError("the issue time must be Unix seconds from 1970 to 2106")
+    else:
+        body = bytearray((_TIMED << 6 | kind << 3 | channel, key_id))
+        body += issued_at.to_bytes(4, "big")
     _put_pair(body, message_id, profile_id)
     if kind == TokenKind.CLICK:
         _put_pair(body, link_version, link_index)
@@ -165,22 +185,26 @@ def verify(keys: Keyring | dict[int, bytes], token: str) -> tuple[int, int, int,
         raw = binascii.a2b_base64(token.encode().translate(_TO_STD), strict_mode=True)
     except (binascii.Error, ValueError):
         return None
-    end = len(raw)
+    end = len(raw)  # at least 12: the length checks above
     head = raw[0]
-    if head >> 6 != _FORMAT or end < 3:
-        return None
+    at = 2  # where the id lengths are
+    if head >> 6 != _FORMAT:
+        if head >> 6 != _TIMED:
+            return None
+        at = 6
     pads = keys.pads(raw[1])
     if pads is None:
         return None
     kind = (head >> 3) & 7
-    lengths = raw[2]
+    lengths = raw[at]
     a, b = lengths >> 4, lengths & 15
-    pos = 3 + a + b
+    start = at + 1
+    pos = start + a + b
     if a > 8 or b > 8 or pos > end:
         return None
     from_bytes = int.from_bytes
-    message_id = from_bytes(raw[3 : 3 + a], "big")
-    profile_id = from_bytes(raw[3 + a : pos], "big")
+    message_id = from_bytes(raw[start : start + a], "big")
+    profile_id = from_bytes(raw[start + a : pos], "big")
     link_version = link_index = 0
     if kind == _CLICK:
         if pos >= end:
@@ -203,6 +227,35 @@ def verify(keys: Keyring | dict[int, bytes], token: str) -> tuple[int, int, int,
     if not compare_digest(outer.digest()[:mac_len], raw[pos:]):
         return None
     return (kind, head & 7, message_id, profile_id, raw[1], link_version, link_index)
+
+
+def verify_fresh(
+    keys: Keyring | dict[int, bytes], token: str, max_age_s: float, now: float | None = None
+) -> tuple[tuple[int, int, int, int, int, int, int] | None, bool]:
+    """`verify` with an age limit, for unsubscribe and confirm links: (fields, expired).
+
+    (fields, False): the token is good and at most `max_age_s` old, or carries no issue time
+    (minted before tokens had one), or `max_age_s` is 0 (no limit); (None, True): the token
+    is genuine but older than that; (None, False): it is not a valid token at all.
+    """
+    fields = verify(keys, token)
+    if fields is None or max_age_s <= 0:
+        return fields, False
+    issued = issued_at(token)
+    if issued is not None and (time.time() if now is None else now) - issued > max_age_s:
+        return None, True
+    return fields, False
+
+
+def issued_at(token: str) -> int | None:
+    """The issue time (Unix seconds) a token carries, or None. Reads, does not verify: call `verify` first."""
+    try:
+        raw = binascii.a2b_base64(token.encode().translate(_TO_STD), strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(raw) < 7 or raw[0] >> 6 != _TIMED:
+        return None
+    return int.from_bytes(raw[2:6], "big")
 
 
 def parse(keys: Keyring | dict[int, bytes], token: str) -> Token | None:

@@ -17,11 +17,13 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 from msgspec import Meta
 
 from tracker.contract.events import CHANNELS, KINDS, Event
+from tracker.domain.destination_policy import DestinationPolicy
 
 # -- definitions ------------------------------------------------------------------------------
 
@@ -119,8 +121,54 @@ decode_filter = msgspec.json.Decoder(HookFilter).decode
 encode_json = msgspec.json.Encoder().encode
 
 
+# Headers the HTTP client sets from the URL and the body: a hook setting them could aim the
+# request at another virtual host than the checked one, or split it.
+RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade"})
+_DEFAULT_PORTS = {"http": 80, "https": 443, "amqp": 5672, "amqps": 5671}
+
+
+def split_host_port(text: str, default_port: int) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or a bare host -> (host without brackets, port); ValueError when malformed."""
+    parts = urlsplit("//" + text.strip())
+    host = parts.hostname
+    if not host:
+        raise ValueError(f"no host in {text!r}")
+    return host, parts.port or default_port
+
+
+def destination_hosts(destination: Destination) -> list[tuple[str, str, int]]:
+    """(field, host, port) of every place the destination connects to first; ValueError when malformed."""
+    if isinstance(destination, KafkaDestination):
+        servers = [item for item in destination.bootstrap_servers.split(",") if item.strip()]
+        if not servers:
+            raise ValueError("no bootstrap server")
+        return [("bootstrap_servers", *split_host_port(item, 9092)) for item in servers]
+    parts = urlsplit(destination.url)
+    if not parts.hostname:
+        raise ValueError(f"no host in {destination.url!r}")
+    return [("url", parts.hostname, parts.port or _DEFAULT_PORTS[parts.scheme])]
+
+
+def check_reach(destination: Destination, policy: DestinationPolicy) -> str:
+    """'' when the destination may be reached, else a sentence that starts with the field (no DNS: see policy)."""
+    try:
+        hosts = destination_hosts(destination)
+    except ValueError as exc:
+        return f"destination: {exc}"
+    for field_name, host, _port in hosts:
+        problem = policy.check_host(host)
+        if problem:
+            return (f"destination.{field_name}: {problem}; hooks deliver to public addresses only "
+                    "(an operator may allow internal ones with TRACKER_HOOKS_ALLOWED_DESTINATIONS)")  # fmt: skip
+    return ""
+
+
 def check_destination(destination: Destination) -> str:
     """What is wrong with a destination beyond its types ('' when nothing)."""
+    if isinstance(destination, HttpDestination):
+        for name in destination.headers:
+            if name.lower() in RESERVED_HEADERS:
+                return f"destination.headers.{name}: set by the forwarder from the URL and the body, not by a hook"
     if isinstance(destination, AmqpDestination):
         if not destination.exchange and not destination.queue:
             return "an amqp destination needs a queue (default exchange) or an exchange"
@@ -134,21 +182,21 @@ def check_destination(destination: Destination) -> str:
     return ""
 
 
-def keep_secrets(new: Destination, old: Destination | None) -> Destination:
-    """An update that leaves a secret out keeps the stored one (it was never shown to the caller)."""
-    if isinstance(new, HttpDestination) and isinstance(old, HttpDestination) and new.url == old.url:
-        if new.secret is None and old.secret is not None:
-            new = msgspec.structs.replace(new, secret=old.secret)
-    if isinstance(new, KafkaDestination) and isinstance(old, KafkaDestination):
-        if new.sasl_password is None and old.sasl_password is not None:
-            new = msgspec.structs.replace(new, sasl_password=old.sasl_password)
-    return new
-
-
 def secret_hint(secret: str | None) -> str | None:
-    if not secret:
-        return None
-    return f"set, ends in {secret[-4:]}" if len(secret) >= 16 else "set"
+    # Whether it is set, nothing of the value: API keys that may only read see these views too.
+    return "set" if secret else None
+
+
+def shown_destination(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored view (the `config` column) as the API shows it; views stored with a secret's
+    last characters (before they were hidden) show "set" like the others."""
+    shown = dict(config)
+    for name in ("secret", "sasl_password"):
+        if name in shown:
+            shown[name] = secret_hint(shown[name])
+    if "headers" in shown:
+        shown["headers"] = dict.fromkeys(shown["headers"], "set")
+    return shown
 
 
 def public_view(destination: Destination) -> dict[str, Any]:
@@ -201,8 +249,13 @@ def event_document(event: Event) -> dict[str, Any]:
         "link_version": event.link_version,
         "link_index": event.link_index,
         "ua_class": event.ua_class,
+        "ua_family": event.ua_family,
         "ip_prefix": event.ip_prefix,
         "data": event.data,
+        # Who did it, as the flusher judged it: opens and clicks are "human" or "machine" with the reasons
+        # (clicks are delivered after their settle window, with the final verdict); other kinds "unknown".
+        "verdict": event.verdict or "unknown",
+        "reasons": list(event.reasons),
     }
 
 
@@ -219,6 +272,7 @@ class TestRequest(msgspec.Struct):
     request_id: str
     hook_id: int
     reply_key: str
+    deadline: float = 0.0  # Unix time the API stops waiting: a request found later is dropped (0: none)
 
 
 class TestReply(msgspec.Struct):

@@ -46,7 +46,7 @@ OPEN_JOBS_PER_HOOK = 3
 # One sorted read per cursor; a new cursor starts after the recorded place.
 _EVENTS = """
 select id, ts, (extract(epoch from ts) * 1000000)::bigint as ts_us, kind, channel, message_id, profile_id,
-       link_version, link_index, ua_class, ip_prefix, data::text as data
+       link_version, link_index, ua_class, ip_prefix, data::text as data, signals, ua_family, verdict, reasons
 from events
 where ts >= $1 and ts < $2 and ($3::bigint is null or message_id = $3)
   and ($4::timestamptz is null or (ts, id) > ($4, $5::uuid))
@@ -221,4 +221,5 @@ async def note_error(conn: Any, replay_id: int, worker: str, attempts: int, erro
 def _event(row: Any) -> Event:
     return Event(row["id"].bytes, row["kind"], row["channel"], row["message_id"], row["profile_id"], row["ts_us"],
                  row["link_version"], row["link_index"], row["ua_class"], row["ip_prefix"],
-                 None if row["data"] is None else json.loads(row["data"]))  # fmt: skip
+                 None if row["data"] is None else json.loads(row["data"]), row["signals"], row["ua_family"],
+                 row["verdict"], tuple(row["reasons"]))  # fmt: skip

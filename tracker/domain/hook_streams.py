@@ -8,6 +8,7 @@ letters; the forwarder recreates the groups when Redis lost them.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -112,3 +113,23 @@ async def requeue_dead_letters(redis: Any, prefix: str, hook_id: int, page: int 
             await pipe.execute()
         moved += sum(len(decode_batch(fields[b"e"])) for _, fields in entries)
     return moved
+
+
+# Slots are members of a sorted set scored by when they lapse: a slot whose edge died frees itself.
+_CLAIM_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(ARGV[2]) * 1000) + 1000)
+return 1
+"""
+
+
+async def claim_test_slot(redis: Any, key: str, request_id: str, limit: int, hold_s: float) -> bool:
+    """One of `limit` test deliveries at once over all edges, held for `hold_s` at most; False when none is free."""
+    now = time.time()
+    return bool(await redis.eval(_CLAIM_SLOT, 1, key, now, now + hold_s, limit, request_id))
+
+
+async def release_test_slot(redis: Any, key: str, request_id: str) -> None:
+    await redis.zrem(key, request_id)

@@ -31,9 +31,12 @@ _PLACEHOLDER = re.compile(r"\{\{|\{%")
 LINK_TAGS = frozenset({"a", "area"})
 
 
+HONEYPOT = "tracker-honeypot"  # marks the invisible link only machines follow (tracker.domain.verdicts)
+
+
 def is_link_attribute(name: str) -> bool:
-    """Attributes that act on the profile when the link is clicked (read by the flusher)."""
-    return name.startswith("update-") or name == "subscribe-to"
+    """Attributes the flusher reads when the link is clicked: profile effects, or the honeypot mark."""
+    return name.startswith("update-") or name == "subscribe-to" or name == HONEYPOT
 
 
 @dataclass(frozen=True)

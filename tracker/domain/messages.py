@@ -8,12 +8,15 @@ reads them ({"update-clicked_link": "true", "subscribe-to": "1"}).
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from tracker.config import Settings
 from tracker.domain.errors import InputError, NotFound
+from tracker.domain.html_links import HONEYPOT
 from tracker.domain.link_tables import Link, add_version, create_message
 from tracker.domain.message_templates import CONFIRM, UNSUBSCRIBE, Template, compile_template
 from tracker.domain.profile_fields import FieldValueError, load_fields, parse_text
@@ -32,11 +35,19 @@ class RegisteredVersion:
 
 
 async def register_message(
-    conn: asyncpg.Connection, channel: str, name: str, content: str, resource_id: int | None = None
+    conn: asyncpg.Connection, channel: str, name: str, content: str, resource_id: int | None = None,
+    honeypot_url: str | None = None,
 ) -> RegisteredVersion:
-    """Create a message with its first version; nothing is stored when anything is wrong."""
+    """Create a message with its first version; nothing is stored when anything is wrong.
+
+    With `honeypot_url` (email only) every version gets one invisible link to it: no person sees
+    it, so a fetch of it shows a machine (tracker.domain.verdicts).
+    """
     if len(name) > MAX_NAME_LEN:
         raise InputError("invalid_name", f"name is longer than {MAX_NAME_LEN} characters")
+    if honeypot_url is not None and channel != "email":
+        raise InputError("honeypot_needs_email", "honeypot links are for email messages only")
+    content = with_honeypot(content, honeypot_url)
     template = compile_template(channel, content)
     async with conn.transaction():
         await _check_resource(conn, channel, resource_id)
@@ -44,17 +55,39 @@ async def register_message(
         message_id, version = await create_message(
             conn, channel, name, list(template.links), resource_id=resource_id, content=content
         )
+        if honeypot_url is not None:
+            await conn.execute("update messages set honeypot = true where id = $1", message_id)
     return RegisteredVersion(message_id, version, channel, name, resource_id, template.links)
 
 
-async def register_version(conn: asyncpg.Connection, message_id: int, content: str) -> RegisteredVersion:
+def honeypot_url(settings: Settings) -> str:
+    """Where the honeypot link leads: the edge's own root (a machine that follows it learns nothing)."""
+    return settings.public_url.rstrip("/") + "/"
+
+
+def with_honeypot(content: str, url: str | None) -> str:
+    """The content with the invisible link before `</body>` (or at the end); as it is without a URL."""
+    if url is None or f" {HONEYPOT}=" in content:
+        return content
+    # Hidden from sight, screen readers and keyboards; an empty text so that no client shows it.
+    trap = (f'<a href="{html.escape(url)}" {HONEYPOT}="1" aria-hidden="true" tabindex="-1"'
+            ' style="display:none !important;mso-hide:all;font-size:0;line-height:0"></a>')  # fmt: skip
+    at = content.lower().rfind("</body>")
+    return content + trap if at < 0 else content[:at] + trap + content[at:]
+
+
+async def register_version(
+    conn: asyncpg.Connection, message_id: int, content: str, honeypot_url: str | None = None
+) -> RegisteredVersion:
     """New content for an existing message: a new immutable link-table version."""
     async with conn.transaction():
         row = await conn.fetchrow(
-            "select channel, name, resource_id from messages where id = $1 for update", message_id
+            "select channel, name, resource_id, honeypot from messages where id = $1 for update", message_id
         )
         if row is None:
             raise NotFound("message", message_id)
+        if row["honeypot"] and honeypot_url is not None:
+            content = with_honeypot(content, honeypot_url)
         template = compile_template(row["channel"], content)
         await check_template(conn, template, row["resource_id"])
         version = await add_version(conn, message_id, list(template.links), content)
@@ -76,6 +109,8 @@ async def check_template(conn: Any, template: Template, resource_id: int | None)
     for index, link in enumerate(template.links):
         where = f"link {index} (line {template.lines[index]}, {link.url})"
         for name, value in link.attributes.items():
+            if name == HONEYPOT:
+                continue
             if name == "subscribe-to":
                 if not value.strip().isdigit() or len(value.strip()) > 18:
                     raise InputError("invalid_link_attribute", f"{where}: subscribe-to={value!r} is not a resource id")

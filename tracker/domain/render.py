@@ -8,15 +8,17 @@ come from `MessageTokens`, which makes the bytes of `tracker.contract.tokens.min
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
 
 from tracker.config import Settings
-from tracker.contract.tokens import MESSAGE_CHANNELS, Channel, Keyring, TokenKind
+from tracker.contract.tokens import MESSAGE_CHANNELS, TIMED_KINDS, Channel, Keyring, TokenKind, mint
 from tracker.domain.errors import InputError, NotFound
 from tracker.domain.link_tables import load_version
 from tracker.domain.message_templates import CLICK, CONFIRM, OPEN, READ, SHORT, UNSUBSCRIBE, Template, compile_template
@@ -86,8 +88,13 @@ class Renderer:
         self.base = settings.public_url
         self.info = info
         self.template = template
+        keys = Keyring(settings.signing_keys)
+        # Unsubscribe and confirm links carry when they were made, so the edge can let them expire
+        # (TRACKER_UNSUBSCRIBE_MAX_AGE_DAYS, TRACKER_CONFIRM_MAX_AGE_DAYS): one or two per recipient.
+        self._timed = partial(mint, keys, settings.active_key_id, channel=CHANNEL_IDS[info.channel],
+                              message_id=info.message_id, issued_at=int(time.time()))  # fmt: skip
         self.tokens = MessageTokens(
-            Keyring(settings.signing_keys),
+            keys,
             settings.active_key_id,
             CHANNEL_IDS[info.channel],
             info.message_id,
@@ -106,16 +113,21 @@ class Renderer:
             assert codes is not None
             for position, index in bound.shorts:
                 out[position] = codes[profile_id, index]
-        singles: dict[str, str] = {kind: self.tokens.token(_KINDS[kind], profile_id) for kind in bound.kinds}
+        singles: dict[str, str] = {kind: self._single(_KINDS[kind], profile_id) for kind in bound.kinds}
         for position, kind in bound.singles:
             out[position] = singles[kind]
         return "".join(out), singles  # type: ignore[arg-type]
+
+    def _single(self, kind: TokenKind, profile_id: int) -> str:
+        if kind in TIMED_KINDS:
+            return self._timed(kind=kind, profile_id=profile_id)
+        return self.tokens.token(kind, profile_id)
 
     def email(self, profile_id: int) -> Rendered:
         body, singles = self._fill(profile_id, None)
         headers = {"X-Tracker-Ref": self.tokens.token(TokenKind.REF, profile_id)}
         if self.info.resource_id is not None:
-            token = singles.get(UNSUBSCRIBE) or self.tokens.token(TokenKind.UNSUBSCRIBE, profile_id)
+            token = singles.get(UNSUBSCRIBE) or self._single(TokenKind.UNSUBSCRIBE, profile_id)
             headers["List-Unsubscribe"] = f"<{self.base}/u/{token}>"
             headers["List-Unsubscribe-Post"] = ONE_CLICK
         return Rendered(profile_id, body, headers)

@@ -130,4 +130,4 @@ async def cached(redis: Redis, prefix: str, code: str) -> ShortLink | None:
     if not CODE_PATTERN.fullmatch(code):
         return None
     raw = await redis.get(short_link_key(prefix, code))
-    return None if raw is None else _decode(raw)
+    return None if not raw else _decode(raw)  # b"": the edge noted the code as unknown (edge.tiered_cache)

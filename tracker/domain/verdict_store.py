@@ -9,6 +9,7 @@ transaction, so a change applied once is applied once, and judging again finds n
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -125,8 +126,8 @@ _FIND = """
 insert into verdict_changes
 select e.id, e.ts, e.message_id, e.profile_id, e.kind, e.verdict, e.reasons, i.verdict,
        string_to_array(i.reasons, ',')
-from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[]) as i(id, ts, verdict, reasons)
-join events e on e.id = i.id and e.ts = i.ts
+from unnest($1::text[], $2::timestamptz[], $3::text[], $4::text[]) as i(id, ts, verdict, reasons)
+join events e on e.id = i.id::uuid and e.ts = i.ts
 where e.verdict <> i.verdict or e.reasons <> string_to_array(i.reasons, ',')
 order by e.id
 """
@@ -182,8 +183,9 @@ async def change_verdicts(conn: asyncpg.Connection, changes: list[Change]) -> in
     if not changes:
         return 0
     await conn.execute(_CHANGES)
+    # Ids as text: the flusher's connections read uuids as bytes, the CLI's as uuid.UUID.
     status = await conn.execute(
-        _FIND, [c.id for c in changes], [c.ts for c in changes], [c.verdict for c in changes],
+        _FIND, [str(uuid.UUID(bytes=c.id)) for c in changes], [c.ts for c in changes], [c.verdict for c in changes],
         [",".join(c.reasons) for c in changes],
     )  # fmt: skip
     changed = int(status.rsplit(" ", 1)[-1])

@@ -96,7 +96,7 @@ def judge(
         # At delivery time a proxy's or a mail client's own fetch is a prefetch, not a reading.
         machine.append("privacy_prefetch" if opening and ua_class in ("proxy", "webkit") else "too_fast")
     if machine:
-        return MACHINE, tuple(machine)
+        return MACHINE, tuple(sorted(machine))  # one spelling per set of reasons, however they were found
     if opening and ua_class == "proxy":
         return HUMAN, ("image_proxy",)
     if opening and ua_class == "webkit":

@@ -58,6 +58,8 @@ def add_api_commands(sub: Any) -> None:
     reg.add_argument("--name", default="", help="a name for people")
     reg.add_argument("--resource-id", type=int, help="the list whose unsubscribe/confirm the message drives")
     reg.add_argument("--message-id", type=int, help="add a new version to this message instead")
+    reg.add_argument("--honeypot", action="store_true",
+                     help="email: add one invisible link that only machines follow (the verdict's honeypot rule)")
     reg.set_defaults(handler=cmd_register_message)
 
     ren = sub.add_parser(
@@ -159,7 +161,7 @@ def _iso(value: Any) -> str | None:
 
 
 def cmd_register_message(args: argparse.Namespace) -> int:
-    from tracker.domain.messages import register_message, register_version
+    from tracker.domain.messages import honeypot_url, register_message, register_version
 
     try:
         content = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
@@ -168,10 +170,12 @@ def cmd_register_message(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     async def job(conn: Any, settings: Settings) -> int:
+        trap = honeypot_url(settings)
         if args.message_id is not None:
-            registered = await register_version(conn, args.message_id, content)
+            registered = await register_version(conn, args.message_id, content, trap)
         else:
-            registered = await register_message(conn, args.channel, args.name, content, args.resource_id)
+            registered = await register_message(conn, args.channel, args.name, content, args.resource_id,
+                                                honeypot_url=trap if args.honeypot else None)  # fmt: skip
         links = [
             {"index": i, "url": link.url, "attributes": link.attributes} for i, link in enumerate(registered.links)
         ]
@@ -184,6 +188,7 @@ def cmd_register_message(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from tracker.domain.render import render_message
+    from tracker.domain.verdict_store import record_renders
 
     try:
         profile_ids = list(dict.fromkeys(int(part) for part in args.profiles.split(",") if part.strip()))
@@ -206,6 +211,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             redis = Redis.from_url(settings.redis_url)
         try:
             _info, rendered = await render_message(conn, settings, args.message_id, profile_ids, args.version, redis)
+            await record_renders(conn, args.message_id, profile_ids)  # the `too fast` rule's reference time
         finally:
             if redis is not None:
                 await redis.aclose()

@@ -18,6 +18,7 @@ from tracker.config import Settings, SettingsError, settings_help
 from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tracker.ops.api_commands import add_api_commands
 from tracker.ops.demo import DemoMessage, seed_demo
+from tracker.ops.reclassify import add_reclassify_command
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="the findings as JSON")
     doctor.set_defaults(handler=cmd_doctor)
     add_api_commands(sub)
+    add_reclassify_command(sub)
     return parser
 
 
@@ -118,11 +120,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run(Settings.from_env(), as_json=args.json)
 
 
-def _signing_keys(data_dir: Path) -> str:
-    """Keys from the environment, else a random key kept in the data folder across runs."""
-    if os.environ.get("TRACKER_SIGNING_KEYS"):
-        return os.environ["TRACKER_SIGNING_KEYS"]
-    path = data_dir / "signing-keys"
+def _kept_keys(data_dir: Path, variable: str, file_name: str) -> str:
+    """Keys from the environment, else a random key (id 1, 32 bytes) kept in the data folder across runs."""
+    if os.environ.get(variable):
+        return os.environ[variable]
+    path = data_dir / file_name
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -156,7 +158,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             embedded.append(pg)
             env["DATABASE_URL"] = pg.start()
             print(f"embedded Postgres: {env['DATABASE_URL']}")
-        env["TRACKER_SIGNING_KEYS"] = _signing_keys(data_dir)
+        env["TRACKER_SIGNING_KEYS"] = _kept_keys(data_dir, "TRACKER_SIGNING_KEYS", "signing-keys")
+        # Action-hook secrets are sealed at rest: a key of its own, kept like the signing key.
+        env["TRACKER_HOOKS_SECRET_KEYS"] = _kept_keys(data_dir, "TRACKER_HOOKS_SECRET_KEYS", "hook-secret-keys")
+        # A local stack: clicks act 5 s after they are stored (production's default is 30 s).
+        env.setdefault("FLUSHER_SETTLE_S", "5")
         env.setdefault("TRACKER_PUBLIC_URL", f"http://{args.host}:{args.port}")
         env.setdefault("TRACKER_SPOOL_DIR", str(data_dir / "spool"))
         settings = Settings.from_env(env)
@@ -230,6 +236,9 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 def _demo_round_trip(settings: Settings, demo: DemoMessage, flusher: bool) -> bool:
     """Open the demo pixel and click its first link, then wait for the rows in Postgres."""
     opener = urllib.request.build_opener(_NoRedirect)
+    # The demo plays a person on a phone (a browser's user agent and navigation headers): a bare Python
+    # client is judged a machine's, and a machine's click changes no profile.
+    opener.addheaders = [("User-Agent", _DEMO_BROWSER), *_DEMO_NAVIGATION]
     with opener.open(demo.open_url, timeout=5) as response:
         print(f"\nGET open pixel -> {response.status} {response.headers['content-type']}")
     try:
@@ -238,32 +247,47 @@ def _demo_round_trip(settings: Settings, demo: DemoMessage, flusher: bool) -> bo
         print(f"GET click      -> {redirect.code} Location: {redirect.headers['location']}")
     if not flusher:
         return True
-    kinds, fields = asyncio.run(_wait_for_rows(settings, demo, {"opened", "clicked"}))
+    settle_s = settings.flusher.settle_s
+    kinds, verdicts, fields = asyncio.run(_wait_for_rows(settings, demo, {"opened", "clicked"}, settle_s + 20))
     if kinds >= {"opened", "clicked"}:
-        print(f"demo events stored in Postgres: {', '.join(sorted(kinds))}")
-        print(f"demo profile fields after the click: {fields}")
+        print(f"demo events stored in Postgres: {', '.join(sorted(kinds))} (verdicts: {verdicts})")
+        print(f"demo profile fields after the click's {settle_s:g} s settle window: {fields}")
         return True
-    print(f"tracker: demo events not in Postgres after 20s (found: {sorted(kinds)})", file=sys.stderr)
+    print(f"tracker: demo events not in Postgres after {settle_s + 20:g}s (found: {sorted(kinds)})", file=sys.stderr)
     return False
 
 
-async def _wait_for_rows(settings: Settings, demo: DemoMessage, wanted: set[str]) -> tuple[set[str], str]:
-    """The demo message's event kinds in Postgres (waiting up to 20 s for `wanted`) and its profile's fields."""
+_DEMO_BROWSER = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+                 "Version/17.4 Mobile/15E148 Safari/604.1")  # fmt: skip
+_DEMO_NAVIGATION = [("Accept", "text/html,*/*;q=0.8"), ("Sec-Fetch-Mode", "navigate"), ("Sec-Fetch-User", "?1")]
+
+
+async def _wait_for_rows(
+    settings: Settings, demo: DemoMessage, wanted: set[str], timeout_s: float
+) -> tuple[set[str], str, str]:
+    """The demo message's event kinds in Postgres (waiting for `wanted`, then for the click to settle),
+    their verdicts, and the profile's fields."""
     import asyncpg
 
     conn = await asyncpg.connect(settings.database_url)
     try:
         found: set[str] = set()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if await conn.fetchval("select to_regclass('events') is not null"):
                 rows = await conn.fetch("select distinct kind from events where message_id = $1", demo.message_id)
                 found = {row["kind"] for row in rows}
-                if found >= wanted:
+                waiting = await conn.fetchval(
+                    "select count(*) from settling_clicks where message_id = $1 and state = 'waiting'", demo.message_id
+                )
+                if found >= wanted and not waiting:
                     break
             await asyncio.sleep(0.2)
+        rows = await conn.fetch("select kind, verdict, reasons from events where message_id = $1 order by ts",
+                                demo.message_id)  # fmt: skip
+        verdicts = ", ".join(f"{r['kind']} {r['verdict']} ({', '.join(r['reasons'])})" for r in rows)
         fields = await conn.fetchval("select fields::text from profiles where id = $1", demo.profile_id)
-        return found, fields
+        return found, verdicts, fields
     finally:
         await conn.close()
 
