@@ -57,8 +57,8 @@ class ShortLinks:
             return await send(body)
         await send(redirect)
         await send(responses.EMPTY_BODY)
-        if method == "GET":
-            self.capture("clicked", _SMS, short.message_id, short.profile_id, scope, short.version, short.link_index)
+        # A HEAD is recorded too, as on /c/: its signal makes it a machine's (carriers' link previewers).
+        self.capture("clicked", _SMS, short.message_id, short.profile_id, scope, short.version, short.link_index)
 
     async def _lookup(self, send: Any, code: str, short: Any) -> tuple[Any, Any]:
         """(short link, its link table) through Redis and Postgres, or (_ANSWERED, None) once a 503 is sent."""
