@@ -20,6 +20,7 @@ import signal
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 
 from flusher.worker import Flusher
@@ -43,6 +44,7 @@ from tracker.contract import signals
 from tracker.contract.events import decode_batch
 from tracker.contract.keys import ENTRY_FIELD, committed_streams, hooks_count_key
 from tracker.contract.tokens import Channel, TokenKind, mint
+from tracker.domain.hook_definitions import event_document
 from tracker.domain.link_tables import Link
 from tracker.domain.machine_networks import MachineNetworks, NetworkListError, parse
 from tracker.domain.messages import register_message
@@ -204,6 +206,9 @@ async def test_every_rule_through_the_real_edge_and_effects_after_the_settle_win
     assert found[trap, "clicked", 3] == found[trap, "clicked", 0] == [("machine", ("honeypot",))]
     assert found[gmail, "opened", -1] == found[yahoo, "opened", -1] == [("human", ("image_proxy",))]
     assert found[mpp, "opened", -1] == [("machine", ("privacy_prefetch",))]
+    # /metrics (through the flusher's snapshot) counts verdicts by reason.
+    counted = flusher.metrics.snapshot().verdicts
+    assert counted["machine/burst"] >= 6 and counted["human/image_proxy"] == 2 and counted["human/browser"] == 3
 
     # Effects: the people's clicks only, once.
     assert await fields_of(pg, phone) == '{"clicked_link": true}'
@@ -334,3 +339,25 @@ async def test_reclassify_after_a_list_change_updates_every_counter_exactly(sett
         ("clicked", "human", "browser", 1), ("clicked", "machine", "machine_network", 2),
         ("opened", "machine", "machine_network", 1),
     ]  # fmt: skip
+
+
+async def test_unknown_clicks_act_only_when_the_setting_says_so(settings, redis, pg) -> None:
+    await ensure_field(pg, "clicked_link", "boolean")
+    message = await make_message(pg, links=[Link("https://example.com/a", {"update-clicked_link": "true"})])
+    first, second = await make_profiles(pg, 2)
+    # An app's in-app browser no rule knows: no signal either way.
+    await push(redis, settings, [event(message, first, "clicked", link_index=0, ua_class="other")])
+    await Flusher(flusher_settings(settings, effects_for_unknown=False), burst=True).run()
+    await push(redis, settings, [event(message, second, "clicked", link_index=0, ua_class="other")])
+    await Flusher(flusher_settings(settings, effects_for_unknown=True), burst=True).run()
+    assert await fields_of(pg, first) == "{}"
+    assert await fields_of(pg, second) == '{"clicked_link": true}'
+    verdicts = await pg.fetch("select verdict, reasons from events where message_id = $1", message)
+    assert {(r["verdict"], tuple(r["reasons"])) for r in verdicts} == {("unknown", ("no_signal",))}
+
+
+def test_action_hook_documents_carry_the_verdict() -> None:
+    judged = event(1, 2, "clicked", link_index=0)
+    document = event_document(msgspec.structs.replace(judged, verdict="machine", reasons=("burst", "too_fast")))
+    assert (document["verdict"], document["reasons"]) == ("machine", ["burst", "too_fast"])
+    assert event_document(event(1, 2, "delivered"))["verdict"] == "unknown"
