@@ -51,6 +51,11 @@ _HEADERS = {b"user-agent": _UA, b"x-forwarded-for": _FORWARDED, b"accept": _ACCE
             b"x-moz": _PURPOSE}  # fmt: skip
 
 
+# The bits as module constants: a global load, not an attribute lookup, per header.
+_HEAD, _PREFETCH, _NO_ACCEPT = sig.HEAD, sig.PREFETCH, sig.NO_ACCEPT
+_NAVIGATE, _USER_ACTIVATED, _ACCEPTS_HTML = sig.NAVIGATE, sig.USER_ACTIVATED, sig.ACCEPTS_HTML
+
+
 class RequestFacts:
     """Classifies requests; the user-agent cache is per process and bounded."""
 
@@ -65,44 +70,43 @@ class RequestFacts:
         ua = b""
         forwarded = b""
         accept = None
-        signals = sig.HEAD if scope.get("method") == "HEAD" else 0
+        signals = 0
         wanted = _HEADERS.get
         for name, value in scope["headers"]:
             which = wanted(name)
             if which is None:
                 continue
-            if which == _UA:
+            if which is _UA:
                 ua = value
-            elif which == _FORWARDED:
-                forwarded = value
-            elif which == _ACCEPT:
+            elif which is _ACCEPT:
                 accept = value
-            elif which == _MODE:
+            elif which is _MODE:
                 if value == b"navigate":
-                    signals |= sig.NAVIGATE
-            elif which == _USER:
+                    signals |= _NAVIGATE
+            elif which is _USER:
                 if value == b"?1":
-                    signals |= sig.USER_ACTIVATED
+                    signals |= _USER_ACTIVATED
+            elif which is _FORWARDED:
+                forwarded = value
             elif b"prefetch" in value.lower():
-                signals |= sig.PREFETCH
+                signals |= _PREFETCH
         if accept is None:
-            signals |= sig.NO_ACCEPT
+            signals |= _NO_ACCEPT
         elif b"text/html" in accept:
-            signals |= sig.ACCEPTS_HTML
+            signals |= _ACCEPTS_HTML
+        if scope["method"] == "HEAD":
+            signals |= _HEAD
         ua_class, family = self._ua_cache.get(ua) or self.ua_class(ua)  # the cache hit without a call
-        return ua_class, family, self._prefix(scope, forwarded), signals
-
-    def _prefix(self, scope: dict, forwarded: bytes) -> str:
         if forwarded and self.trust_forwarded_for:
-            return ip_prefix(forwarded.split(b",", 1)[0].strip().decode("latin-1"))
+            return ua_class, family, ip_prefix(forwarded.split(b",", 1)[0].strip().decode("latin-1")), signals
         client = scope.get("client")
         if not client:
-            return ""
+            return ua_class, family, "", signals
         host = client[0]
         # The socket's peer is always a valid address: an IPv4 /24 is a string cut.
         if ":" not in host and "." in host:
-            return host[: host.rfind(".")] + ".0/24"
-        return ip_prefix(host)
+            return ua_class, family, host[: host.rfind(".")] + ".0/24", signals
+        return ua_class, family, ip_prefix(host), signals
 
     def ua_class(self, ua: bytes) -> tuple[str, str]:
         found = self._ua_cache.get(ua)

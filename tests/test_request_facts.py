@@ -58,7 +58,7 @@ def test_ip_prefix_keeps_no_full_address(host: str, expected: str) -> None:
 
 
 def scope(client: tuple[str, int] | None, *headers: tuple[bytes, bytes]) -> dict:
-    return {"headers": list(headers), "client": client}
+    return {"method": "GET", "headers": list(headers), "client": client}
 
 
 def test_forwarded_for_is_used_only_when_trusted() -> None:
