@@ -64,8 +64,10 @@ def make_events(count: int, profile_ids: list[int], message_ids: list[int], rng:
     for n, kind in enumerate(kinds):
         ts_us = now_us - (count - n) * 10
         link = rng.randrange(6) if kind == "clicked" else -1
-        events.append(Event(ids.new(ts_us // 1000), kind, "email", rng.choice(message_ids), rng.choice(profile_ids),
-                            ts_us, 1, link, "desktop", "203.0.113.0/24", None))  # fmt: skip
+        profile = rng.choice(profile_ids)
+        # Each profile from a network of its own, as people are (one shared /24 would be one burst to the verdict).
+        events.append(Event(ids.new(ts_us // 1000), kind, "email", rng.choice(message_ids), profile, ts_us, 1, link,
+                            "desktop", f"10.{(profile >> 8) & 255}.{profile & 255}.0/24", None))  # fmt: skip
     # 1% retried writes: the same event again, later in the streams.
     events.extend(rng.sample(events, count // 100))
     return events

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from edge.api import hooks, messages, profile_import, profiles, schemas, subscriptions
+from edge.api import analytics, analytics_lists, hooks, messages, profile_import, profiles, schemas, subscriptions
 from edge.api._http import ApiContext, Endpoint, http_exception, json_response, wrap
 from edge.api.hook_schemas import (
     DeadLetterList,
@@ -30,18 +30,26 @@ from edge.api.hook_schemas import (
 )
 from edge.api.openapi import build_openapi
 from edge.api.schemas import (
+    ClickReport,
+    CohortReport,
     ImportSummary,
+    LifetimeReport,
     Message,
     MessageIn,
+    MessagePage,
+    MessageReport,
     MessageStats,
     Profile,
     ProfileField,
     ProfileFieldIn,
     ProfileFieldList,
     ProfileIn,
+    ProfilePage,
     ProfilePatch,
     RenderIn,
     RenderOut,
+    ReportLinkIn,
+    ReportLinkOut,
     Resource,
     ResourceIn,
     ResourceList,
@@ -49,11 +57,17 @@ from edge.api.schemas import (
     SubscriberPage,
     Subscription,
     SubscriptionList,
+    Timeline,
     VersionIn,
 )
 from edge.state import EdgeState
+from tracker.domain.analytics.listing import CHANNELS
 
 _BODY = (400, 413, 422)
+_ID = {"pattern": "^[1-9][0-9]{0,18}$"}
+_LIMIT = {"pattern": "^([1-9][0-9]{0,2}|1000)$"}
+_PAGE = (("after", "the next_after of the previous page (default 0)", {"pattern": "^[0-9]{1,19}$"}),
+         ("limit", "1 to 1000 (default 100)", _LIMIT))  # fmt: skip
 ENDPOINTS = [
     Endpoint("GET", "/profile-fields", profiles.list_fields, "read", "List built-in and custom profile fields",
              response=ProfileFieldList),
@@ -113,17 +127,61 @@ ENDPOINTS = [
              "Counters per event kind (totals and unique profiles)", response=MessageStats, errors=(404,)),
     Endpoint("POST", "/messages/{message_id}/render", messages.render, "write",
              "Tracked content for each recipient", RenderIn, RenderOut, 200, (*_BODY, 404)),
+    # -- analytics (edge/api/analytics*.py): every report also as CSV with `Accept: text/csv` --
+    Endpoint("GET", "/messages", analytics_lists.list_messages, "read",
+             "List messages a page at a time (id order), by channel, creation time and name", response=MessagePage,
+             errors=(422,), query=(("channel", "email, sms, web_push, app_push or site", {"enum": list(CHANNELS)}),
+                                   ("created_from", "created at or after (ISO 8601)"),
+                                   ("created_to", "created before (ISO 8601)"),
+                                   ("name", "part of the name, any case"), *_PAGE)),
+    Endpoint("GET", "/profiles", analytics_lists.list_profiles, "read",
+             "List profiles matching every filter given, a page at a time (id order)", response=ProfilePage,
+             errors=(422,), query=(("field", "name:value of a custom field; repeat for more"),
+                                   ("resource", "subscribed to this resource", _ID),
+                                   ("status", "with resource: pending, subscribed (default) or unsubscribed",
+                                    {"enum": ["pending", "subscribed", "unsubscribed"]}),
+                                   ("opened", "opened this message", _ID), ("clicked", "clicked in this message", _ID),
+                                   ("active_since", "opened, read or clicked anything since (ISO 8601)"), *_PAGE)),
+    Endpoint("GET", "/profiles/{profile_id}/events", analytics_lists.profile_events, "read",
+             "A profile's events, newest first, a page at a time", response=Timeline, errors=(404, 422),
+             query=(("before", "the next_before of the previous page"), ("kind", "only this event kind"),
+                    ("limit", "1 to 1000 (default 100)", _LIMIT))),
+    Endpoint("GET", "/messages/{message_id}/report", analytics.message_report, "read",
+             "A message's funnel (totals, uniques, human/machine, rates over delivered), read dwell quantiles,"
+             " and a time series by hour or day over [from, to)", response=MessageReport, errors=(404, 422),
+             query=(("interval", "day (default) or hour (at most 31 days)", {"enum": ["hour", "day"]}),
+                    ("from", "start (ISO 8601; default: the message's creation)"),
+                    ("to", "end (ISO 8601; default: now)"))),
+    Endpoint("GET", "/messages/{message_id}/clicks", analytics.message_clicks, "read",
+             "Clicks per link of one link-table version (total, unique profiles, human, share) and the version"
+             " history", response=ClickReport, errors=(404, 422),
+             query=(("version", "link-table version (default: the current one)", _ID),)),
+    Endpoint("GET", "/reports/cohorts", analytics.cohort_report, "read",
+             "A list's profiles grouped by when they subscribed, with the share active in each following period",
+             response=CohortReport, errors=(404, 422),
+             query=(("resource", "the resource (subscription list) id", _ID),
+                    ("period", "week (default) or month", {"enum": ["week", "month"]}),
+                    ("from", "subscribed at or after (ISO 8601)"), ("to", "subscribed before (ISO 8601)"))),
+    Endpoint("GET", "/reports/lifetime", analytics.lifetime_report, "read",
+             "Per-profile lifetime of a list (first to last activity, messages received, opened, clicked) as"
+             " quantiles and histograms", response=LifetimeReport, errors=(404, 422),
+             query=(("resource", "the resource (subscription list) id", _ID),
+                    ("status", "any (default), subscribed, unsubscribed or pending",
+                     {"enum": ["any", "subscribed", "unsubscribed", "pending"]}))),
+    Endpoint("POST", "/report-links", analytics.create_report_link, "read",
+             "A short-lived signed URL of a message's report page (funnel or click map) for a browser",
+             ReportLinkIn, ReportLinkOut, 201, (*_BODY, 404)),
     # -- action hooks (edge/api/hooks.py) --
     Endpoint("GET", "/hooks", hooks.list_hooks, "read", "List action hooks with state and backlog",
              response=HookList),
     Endpoint("POST", "/hooks", hooks.create_hook, "write",
              "Create an action hook (HTTP, RabbitMQ or Kafka); secrets are never shown again", HookIn, Hook, 201,
-             _BODY),
+             (*_BODY, 503)),
     Endpoint("GET", "/hooks/{hook_id}", hooks.get_hook, "read", "Read a hook, its state and backlog",
              response=Hook, errors=(404,)),
     Endpoint("PATCH", "/hooks/{hook_id}", hooks.update_hook, "write",
              "Change a hook's name, destination or filter (a left-out secret is kept)", HookPatch, Hook, 200,
-             (*_BODY, 404)),
+             (*_BODY, 404, 503)),
     Endpoint("DELETE", "/hooks/{hook_id}", hooks.delete_hook, "write",
              "Delete a hook and drop its backlog and dead letters", status=204, errors=(404,)),
     Endpoint("POST", "/hooks/{hook_id}/pause", hooks.pause_hook, "write",
@@ -132,7 +190,7 @@ ENDPOINTS = [
              "Resume a paused or failing hook: its backlog is sent first", response=Hook, errors=(404,)),
     Endpoint("POST", "/hooks/{hook_id}/test", hooks.test_hook, "write",
              "Send one sample event through the hook now and report the destination's answer",
-             response=HookTestResult, errors=(404,)),
+             response=HookTestResult, errors=(404, 409, 429, 503)),
     Endpoint("POST", "/hooks/{hook_id}/replay", hooks.replay_hook, "write",
              "Re-send stored events of a time range or a message to this hook only: a job a hooks worker runs",
              ReplayIn, Replay, 202, (*_BODY, 404, 409)),

@@ -16,10 +16,12 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from edge.api._errors import plain_validation_message
 from edge.api.schemas import NO_NUL, ErrorBody, ErrorDetail
+from edge.log_limit import LogLimiter
 from edge.state import EdgeState
 from tracker.domain.api_keys import check_api_key
 from tracker.domain.errors import InputError
@@ -43,6 +45,8 @@ class ApiContext:
         self.state = state
         self.settings = state.settings
         self.templates = TemplateCache()
+        # Clients that go away mid-body are not our failure: one short line a minute, with a count.
+        self.disconnects = LogLimiter(logging.getLogger("edge.api.disconnects"), every_s=60.0)
 
     @property
     def redis(self) -> Any:
@@ -102,6 +106,10 @@ def wrap(endpoint: Endpoint, ctx: ApiContext) -> Callable[[Request], Awaitable[R
                 return await endpoint.handler(request, conn, ctx)
         except InputError as exc:
             return error_response(exc.status, exc.code, exc.message)
+        except ClientDisconnect:
+            ctx.disconnects.log(logging.WARNING, "gone", "API %s %s: client went away before sending the body",
+                                request.method, request.url.path)  # fmt: skip
+            return error_response(400, "client_disconnected", "the client went away before the body was read")
         except asyncpg.UniqueViolationError as exc:
             code, message = _UNIQUE_CODES.get(
                 exc.constraint_name or "", ("conflict", "the change conflicts with existing data")
@@ -163,10 +171,9 @@ async def read_json(request: Request, ctx: ApiContext, type_: type[T]) -> T:
     except msgspec.ValidationError as exc:
         text = str(exc)
         if repr(NO_NUL) in text:  # msgspec quotes the pattern as repr() does
-            text = "text must not contain NUL (\\u0000) characters - at " + text.rpartition(" - at ")[2]
-            raise InputError("invalid_text", text) from None
+            raise InputError("invalid_text", plain_validation_message(type_, text)) from None
         code = "unknown_field" if "unknown field" in text else "invalid_request"
-        raise InputError(code, text) from None
+        raise InputError(code, plain_validation_message(type_, text)) from None
     except msgspec.DecodeError as exc:
         text = str(exc)
         # msgspec names the byte for bad characters but not for a body that stops early.

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 import secrets
 import time
-from typing import TypeVar
 
 import asyncpg
 import msgspec
 from redis.asyncio import Redis
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from edge.api._http import ApiContext, json_response, path_id, read_json
@@ -73,35 +71,6 @@ from tracker.domain.hook_streams import (
 )
 from tracker.domain.secret_box import SecretBox, SecretKeyMissing
 
-T = TypeVar("T")
-
-
-class _Sampled(logging.Filter):
-    """One record per `every_s`, the next one saying how many were held back: a burst is a line a minute."""
-
-    def __init__(self, every_s: float) -> None:
-        super().__init__()
-        self.every_s = every_s
-        self.next_at = 0.0
-        self.held = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        if now < self.next_at:
-            self.held += 1
-            return False
-        if self.held:
-            record.msg, record.args = f"{record.msg} (and %d more since the last line)", (*record.args, self.held)
-            self.held = 0
-        self.next_at = now + self.every_s
-        return True
-
-
-# A client that goes away mid-body is not our failure: one short line, sampled. The filter sits
-# on the logger (process-wide, like every logger) so that it needs no state of its own here.
-_disconnect_log = logging.getLogger("edge.api.hooks.disconnects")
-if not _disconnect_log.filters:
-    _disconnect_log.addFilter(_Sampled(60.0))
 # The secrets column is read only where a write needs it, never for a view.
 _COLUMNS = (
     "id, name, destination, config::text as config, filter::text as filter, state, consecutive_failures,"
@@ -147,16 +116,6 @@ def _sealed(ctx: ApiContext, destination: Destination, stored: str | None = None
         raise InputError("secrets_key_missing", f"{exc} before hooks with secrets can be stored", 503) from None
 
 
-async def _body(request: Request, ctx: ApiContext, type_: type[T]) -> T:
-    """The JSON body; a client gone before sending all of it is one short line (sampled), not a traceback."""
-    try:
-        return await read_json(request, ctx, type_)
-    except ClientDisconnect:
-        _disconnect_log.warning("API %s %s: client went away before sending the body", request.method,
-                                request.url.path)  # fmt: skip
-        raise InputError("client_disconnected", "the client went away before the body was read", 400) from None
-
-
 async def _changed(ctx: ApiContext) -> None:
     await ctx.redis.incr(hooks_version_key(ctx.settings.stream_prefix))
 
@@ -167,7 +126,7 @@ async def _recount(ctx: ApiContext, conn: asyncpg.Connection) -> None:
 
 
 async def create_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
-    body = await _body(request, ctx, HookIn)
+    body = await read_json(request, ctx, HookIn)
     _checked(ctx, body.destination)
     sealed = _sealed(ctx, body.destination)
     row = await conn.fetchrow(
@@ -193,7 +152,7 @@ async def get_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) 
 
 async def update_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     hook_id = path_id(request, "hook_id")
-    body = await _body(request, ctx, HookPatch)
+    body = await read_json(request, ctx, HookPatch)
     async with conn.transaction():
         row = await conn.fetchrow(
             f"select {_COLUMNS}, secrets::text as secrets from hooks where id = $1 for update", hook_id
@@ -298,7 +257,7 @@ async def test_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext)
 
 async def replay_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     hook_id = path_id(request, "hook_id")
-    body = await _body(request, ctx, ReplayIn)
+    body = await read_json(request, ctx, ReplayIn)
     await _row(conn, hook_id)
     since, until = body.since, body.until
     if body.message_id is not None:

@@ -17,11 +17,12 @@ _STATUS_TEXT = {
     401: "Missing or wrong API key",
     403: "The key lacks the scope",
     404: "Not found",
-    409: "Conflicts with existing data (duplicate email, phone, external id or name)",
+    409: "Conflicts with existing data (duplicate email, phone, external id or name), or with the state (a paused hook)",
     413: "Body larger than the configured limit",
     415: "Unsupported body format",
     422: "Invalid values (the message names the field and the problem)",
-    503: "Database unavailable",
+    429: "Too many at once (hook tests): retry later",
+    503: "Unavailable: the database, or a setting the operation needs (the message says which)",
 }
 
 

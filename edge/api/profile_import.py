@@ -20,6 +20,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from edge.api._errors import plain_validation_message
 from edge.api._http import ApiContext, json_response, limited_stream
 from edge.api.profiles import LOOKUP_KEYS, check_builtin, check_fields
 from edge.api.schemas import ErrorDetail, ImportStopped, ImportSummary, ProfileIn, RowError
@@ -190,7 +191,7 @@ async def _jsonl_rows(body: AsyncIterator[bytes], specs: dict[str, FieldSpec]) -
             builtins = {name: getattr(row, name) for name in _BUILTIN_COLUMNS}
             yield number, _row_args(builtins, row.fields, specs)
         except msgspec.ValidationError as exc:
-            yield number, InputError("invalid_row", f"line {number}: {exc}")
+            yield number, InputError("invalid_row", f"line {number}: {plain_validation_message(ProfileIn, str(exc))}")
         except msgspec.DecodeError as exc:
             yield number, InputError("malformed_json", f"line {number}: {exc}")
         except InputError as exc:
