@@ -17,7 +17,7 @@ _STATUS_TEXT = {
     401: "Missing or wrong API key",
     403: "The key lacks the scope",
     404: "Not found",
-    409: "Conflicts with existing data (duplicate email, phone, external id or name), or with the state (a paused hook)",
+    409: "Conflicts with existing data (duplicate email, phone, external id or name) or state (a paused hook)",
     413: "Body larger than the configured limit",
     415: "Unsupported body format",
     422: "Invalid values (the message names the field and the problem)",
