@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.locust_seed --fresh            # create trk_locust_<random> on DATABASE_URL's server
     .venv/bin/python -m bench.locust_seed                    # use DATABASE_URL as it is (migrated if needed)
     .venv/bin/python -m bench.locust_seed --drop             # drop the database a --fresh seed created
+    .venv/bin/python -m bench.locust_seed --tracker-run var  # for `tracker run`: its database (DATABASE_URL) and keys
 
 Runs the migrations, creates `--profiles` profiles, registers an email (with
 `--links` tracked links), an SMS (two URLs, so two short links each) and an
@@ -13,7 +14,8 @@ locustfile through LOCUST_SEED_FILE) and the environment the edge needs
 (database, signing keys, generic webhook secret) to `<out>.env`, mode 0600.
 
 TRACKER_SIGNING_KEYS and TRACKER_REPORT_GENERIC_EMAIL_SECRET are taken from the
-environment when set, else made up here; REDIS_URL, when set, gets the SMS
+environment when set, else (keys only) from the folder of `--tracker-run DIR`, where
+`tracker run --data-dir DIR` keeps them, else made up here; REDIS_URL, when set, gets the SMS
 short codes cached as the API would (the edge falls back to Postgres anyway).
 """
 
@@ -59,10 +61,14 @@ async def seed(settings: Settings, profiles: int, links: int) -> dict:
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     try:
         tag = secrets.token_hex(4)
+        # Phone numbers follow the last seed's, so a database can be seeded again (e.g. the one `tracker run` uses).
         profile_ids = list(await conn.fetchval(
-            "with made as (insert into profiles (email, phone)"
-            " select 'locust-' || $1 || '-' || n || '@example.com', '+1555' || lpad(n::text, 7, '0')"
-            " from generate_series(1, $2) as n returning id) select array_agg(id order by id) from made",
+            "with last as (select coalesce(max(substr(phone, 6)::bigint), 0) as top from profiles"
+            "  where phone ~ '^\\+1555[0-9]{7}$'),"
+            " made as (insert into profiles (email, phone)"
+            "  select 'locust-' || $1 || '-' || n || '@example.com', '+1555' || lpad((last.top + n)::text, 7, '0')"
+            "  from last, generate_series(1, $2) as n returning id)"
+            " select array_agg(id order by id) from made",
             tag, profiles,
         ))  # fmt: skip
         email = await register_message(conn, "email", f"locust email {tag}", email_html(links))
@@ -111,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drop", action="store_true", help="drop the database a --fresh seed in --out created")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("LOCUST_SEED_FILE", DEFAULT_OUT)),
                         help="seed file the locustfile reads (LOCUST_SEED_FILE)")  # fmt: skip
+    parser.add_argument("--tracker-run", type=Path, metavar="DATA_DIR",
+                        help="seed for an edge `tracker run --data-dir DATA_DIR` started: use the signing keys"
+                             " it keeps there (give DATABASE_URL the database it uses, without --fresh)")  # fmt: skip
     parser.add_argument("--profiles", type=int, default=500, help="recipients of every message")
     parser.add_argument("--links", type=int, default=5, help="tracked links in the email")
     return parser
@@ -124,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         print("locust_seed: DATABASE_URL (or --database-url) is not set", file=sys.stderr)
         return 2
     env = os.environ
-    keys = env.get("TRACKER_SIGNING_KEYS") or f"1:{secrets.token_urlsafe(24)}"
+    keys = env.get("TRACKER_SIGNING_KEYS") or run_keys(args.tracker_run) or f"1:{secrets.token_urlsafe(24)}"
     report_secret = env.get("TRACKER_REPORT_GENERIC_EMAIL_SECRET") or secrets.token_urlsafe(24)
     admin_url, database, database_url = args.database_url, None, args.database_url
     if args.fresh:
@@ -150,6 +159,16 @@ def main(argv: list[str] | None = None) -> int:
           f" in {database or 'DATABASE_URL'}: messages {data['messages']}")  # fmt: skip
     print(f"seed file: {args.out}; the edge's environment: {env_file} (set -a; . {env_file}; set +a)")
     return 0
+
+
+def run_keys(data_dir: Path | None) -> str | None:
+    """The signing keys `tracker run --data-dir data_dir` made and keeps (it reads the file again at each start)."""
+    if data_dir is None:
+        return None
+    path = data_dir / "signing-keys"
+    if not path.exists():
+        raise SystemExit(f"locust_seed: no {path}: start `tracker run --data-dir {data_dir}` once first")
+    return path.read_text().strip()
 
 
 def drop(out: Path) -> int:

@@ -17,16 +17,27 @@ some read for more than TRACKER_READ_MIN_S and so make a `read` event), then
 drops the connection, as a mail client closing the message does. At most one
 hold per user, so held connections stay around users x dwell / wait.
 
+Optional routes: the edge serves a provider-report route only when its secret
+is configured (else 404), so at the start of a test one signed, empty report
+(`[]`, which records nothing) asks whether `POST /reports/email/generic` is
+enabled with the seed's secret. If not (an edge started by `tracker run`, which
+sets no report secret), that task is skipped, not counted as failures: its
+users pick another action at once, and the summary at the end says what was
+skipped and why.
+
 LOCUST_SEED_FILE names the seed file (default bench/results/locust-seed.json).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import socket
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,6 +45,8 @@ from urllib.parse import urlsplit
 import gevent
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
+from locust.exception import RescheduleTaskImmediately
+from locust.runners import WorkerRunner
 
 try:
     from edge.reports.generic import sign
@@ -45,7 +58,13 @@ SEED_FILE = Path(os.environ.get("LOCUST_SEED_FILE", "bench/results/locust-seed.j
 LINK_WEIGHTS = [8, 4, 2, 1, 1, 1, 1, 1]
 REPORT_TYPES = ["delivered"] * 90 + ["soft_bounce"] * 6 + ["hard_bounce"] * 3 + ["complained"]
 GLANCE_S, READ_S = (1.0, 5.0), (10.5, 14.0)
+REPORT_ROUTE = "/reports/email/generic"
+REPORT_STATS_NAME = f"POST {REPORT_ROUTE}"
+REPORT_SECRET_VARIABLE = "TRACKER_REPORT_GENERIC_EMAIL_SECRET"
+log = logging.getLogger("locustfile")
 _seed: dict = {}
+# Route (as named in the stats) -> why this run skips it; filled at each test start by `probe_routes`.
+_skipped: dict[str, str] = {}
 
 
 @events.init.add_listener
@@ -54,6 +73,50 @@ def load_seed(environment, **_kwargs) -> None:
     if not SEED_FILE.exists():
         raise SystemExit(f"locustfile: no seed file {SEED_FILE}: run `python -m bench.locust_seed --fresh` first")
     _seed.update(json.loads(SEED_FILE.read_text()))
+
+
+@events.test_start.add_listener
+def probe_routes(environment, **_kwargs) -> None:
+    # Every process probes for itself (workers get the host from the master); the edge is the same one.
+    _skipped.clear()
+    why = report_route_off(environment.host or "", _seed.get("report_generic_email_secret"))
+    if why is not None:
+        _skipped[REPORT_STATS_NAME] = why
+
+
+@events.test_stop.add_listener
+def report_skipped(environment, **_kwargs) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master (or the single process) says it once
+    for route, why in _skipped.items():
+        log.warning("skipped %s (not counted, no failures from it): %s", route, why)
+
+
+def report_route_off(host: str, secret: str | None) -> str | None:
+    """Why the delivery-report task cannot run against `host`, or None when the edge takes the seed's reports."""
+    if sign is None:
+        return "edge.reports.generic is not importable here, so reports cannot be signed"
+    if not secret:
+        return "the seed file has no report_generic_email_secret (seed again with bench.locust_seed)"
+    body, stamp = b"[]", str(int(time.time()))
+    headers = {"content-type": "application/json", "x-tracker-timestamp": stamp,
+               "x-tracker-signature": sign(secret, stamp, body)}  # fmt: skip
+    request = urllib.request.Request(host.rstrip("/") + REPORT_ROUTE, body, headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return None
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except OSError:
+        return None  # the edge is not reachable: every task fails and says so, this one too
+    if status == 404:
+        return (
+            f"the edge answered 404: the route is not enabled there (no {REPORT_SECRET_VARIABLE}, as under"
+            f" `tracker run`); start the edge with the seed's value (bench/results/locust-seed.env) to include it"
+        )
+    if status == 401:
+        return f"the edge refused the seed's signature (401): its {REPORT_SECRET_VARIABLE} is not the seed's"
+    return None  # anything else is the edge's fault: keep the task, so its failures show
 
 
 class Recipient(FastHttpUser):
@@ -102,8 +165,10 @@ class Recipient(FastHttpUser):
     def push_clicked(self) -> None:
         self._push("click", f"?click_action={random.choice(_seed['push_actions'])}")
 
-    @task(4 if sign is not None else 0)
+    @task(4)
     def delivery_reports(self) -> None:
+        if REPORT_STATS_NAME in _skipped:
+            raise RescheduleTaskImmediately()  # this user takes another action at once, without a wait
         mails = random.sample(_seed["email"], k=random.randint(1, 5))
         now = time.time()
         reports = [{"type": random.choice(REPORT_TYPES), "ref": mail["ref"], "provider_event_id": uuid.uuid4().hex,
@@ -112,7 +177,7 @@ class Recipient(FastHttpUser):
         stamp = str(int(now))
         headers = {"content-type": "application/json", "x-tracker-timestamp": stamp,
                    "x-tracker-signature": sign(_seed["report_generic_email_secret"], stamp, body)}  # fmt: skip
-        with self.client.post("/reports/email/generic", data=body, headers=headers, catch_response=True) as response:
+        with self.client.post(REPORT_ROUTE, data=body, headers=headers, catch_response=True) as response:
             if _expect(response, 200) and response.json().get("recorded") != len(reports):
                 response.failure(f"recorded {response.text} of {len(reports)} reports")
 

@@ -60,7 +60,7 @@ async def create_days(conn: asyncpg.Connection, days: Iterable[dt.date]) -> list
             )
             created.append(day)
     if created:
-        log.info("created events partitions %s", ", ".join(partition_name(d) for d in created))
+        log.debug("created events partitions %s", ", ".join(partition_name(d) for d in created))
     return created
 
 

@@ -134,7 +134,7 @@ class Flusher:
 
     async def run(self) -> None:
         """Until closed (or drained, in burst mode); raises what is not operational (after a bounded clean-up)."""
-        log.info("flusher %s starting on %d streams%s", self.consumer, len(self.streams.streams),
+        log.debug("flusher %s starting on %d streams%s", self.consumer, len(self.streams.streams),
                  " (burst)" if self.burst else "")  # fmt: skip
         helpers: list[asyncio.Task] = []
         reader: asyncio.Task | None = None

@@ -83,7 +83,7 @@ class HooksWorker:
         self.burst = burst
         self.consumer = settings.forwarder.consumer or default_consumer_name()
         # Raw XREADGROUP and XAUTOCLAIM replies, as the runners' readers (tracker.streams.consumer) take them.
-        self.redis = open_redis(settings.redis_url, timeout_s=10, connect_timeout_s=5)
+        self.redis = open_redis(settings.redis_url, timeout_s=10, connect_timeout_s=5, cluster=settings.redis_cluster)
         self.pool: asyncpg.Pool | None = None
         self.replays: Replays | None = None
         self.runners: dict[int, tuple[HookRunner, asyncio.Task]] = {}
@@ -117,7 +117,7 @@ class HooksWorker:
                 runner.close()
 
     async def run(self) -> None:
-        log.info("hooks worker %s starting%s", self.consumer, " (burst)" if self.burst else "")
+        log.debug("hooks worker %s starting%s", self.consumer, " (burst)" if self.burst else "")
         helpers: list[asyncio.Task] = []
         try:
             self.pool = await self.retry.run("Postgres: connect", lambda: asyncpg.create_pool(

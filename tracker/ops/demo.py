@@ -8,7 +8,7 @@ import asyncpg
 
 from tracker.config import Settings
 from tracker.contract.tokens import Channel, TokenKind, mint
-from tracker.domain.link_tables import Link, create_message
+from tracker.domain.messages import register_message
 
 DEMO_EMAIL = "demo.recipient@example.com"
 
@@ -39,13 +39,13 @@ async def seed_demo(settings: Settings) -> DemoMessage:
                 resource_id = await conn.fetchval(
                     "insert into resources (name, channel) values ('Demo newsletter', 'email') returning id"
                 )
-            links = [
-                Link("https://example.com/welcome?utm_source=demo", {"update-clicked_link": "true"}),
-                Link("https://example.com/pricing", {"subscribe-to": str(resource_id)}),
-            ]
-            message_id, version = await create_message(
-                conn, "email", "Demo: welcome", links, resource_id=resource_id
-            )
+            # Registered from HTML as a sender would, so that `tracker render` can render it too.
+            html = ('<html><body><p>Welcome to the demo.</p>'
+                    '<a href="https://example.com/welcome?utm_source=demo" update-clicked_link="true">Welcome</a> '
+                    f'<a href="https://example.com/pricing" subscribe-to="{resource_id}">Pricing</a>'
+                    '<p><a href="{{unsubscribe_url}}">Unsubscribe</a></p></body></html>')  # fmt: skip
+            registered = await register_message(conn, "email", "Demo: welcome", html, resource_id)
+            message_id, version, links = registered.message_id, registered.version, registered.links
     finally:
         await conn.close()
     keys, kid, base = settings.signing_keys, settings.active_key_id, settings.public_url
