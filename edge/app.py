@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
+from edge.analytics_pages import AnalyticsPages
 from edge.api import build_api
 from edge.api._http import http_exception
 from edge.health import dependencies, health, ready
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
             Route("/ready", ready, methods=["GET", "HEAD"]),
             Route("/health/deps", dependencies, methods=["GET", "HEAD"]),
             Route("/metrics", state.metrics.endpoint, methods=["GET"]),
+            # Report pages for people (GET, signed links; edge/analytics_pages), not provider reports.
+            *AnalyticsPages(state).routes(),
             # Provider reports: `/reports/...`, and `/hooks/...`, the path senders were given first.
             Route("/reports/{channel}/{provider}", reports.handle, methods=["POST"]),
             Route("/hooks/{channel}/{provider}", reports.handle, methods=["POST"]),

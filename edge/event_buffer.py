@@ -38,6 +38,7 @@ from tracker.config import Settings
 from tracker.contract.events import PROFILE_AT, encode_batch, encode_event
 from tracker.contract.keys import ENTRY_FIELD, event_streams, shard_for
 from tracker.contract.spool_format import read_offset, read_records, write_offset
+from tracker.streams.cluster import forget_slot_map, fullest_memory, is_cluster
 
 log = logging.getLogger("edge.events")
 _REPLAY_CHUNK = 1000
@@ -52,6 +53,10 @@ class _RedisFull(Exception):
     """Redis reached its memory ratio during a replay: stop, and wait for room."""
 
 
+class NotReplicated(ResponseError):
+    """WAIT saw fewer replicas than TRACKER_REDIS_WAIT_REPLICAS take a batch: it is spooled (and sent again)."""
+
+
 class EventBuffer:
     def __init__(self, settings: Settings, redis: Redis, spool: Spool) -> None:
         self.redis = redis
@@ -64,6 +69,11 @@ class EventBuffer:
         self.stream_max_len = settings.edge.stream_max_len
         self.retry_s = settings.edge.redis_retry_s
         self.memory_ratio = settings.edge.redis_memory_ratio
+        # A batch is dropped from memory only once this many replicas hold it (WAIT); its wait is bounded
+        # below the socket timeout, so a missing replica spools the batch rather than timing out the client.
+        self.wait_replicas = settings.redis_wait_replicas
+        self.wait_ms = max(1, int(settings.redis_timeout_s * 500))
+        self.cluster = is_cluster(redis)
         self._pending: list[tuple] = []
         self._pending_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -156,6 +166,8 @@ class EventBuffer:
                 except (RedisError, OSError) as exc:
                     self.redis_errors += 1
                     self.redis_down = not isinstance(exc, ResponseError)  # an OOM error comes from a live Redis
+                    if self.cluster and self.redis_down:
+                        await forget_slot_map(self.redis)  # a master may have moved: read the slot map again
                     self._enter_spool_mode(f"Redis write failed: {exc!r}")
             self._to_spool([(shard, encode_event(r)) for shard, records in by_shard.items() for r in records])
 
@@ -165,16 +177,38 @@ class EventBuffer:
         Each shard's append is one script call: atomic for that stream, one command
         instead of MULTI/XADD/XLEN/EXEC (redis-py spends more per command than Redis
         does), and each call touches one hash slot, so it also works on Redis Cluster.
+
+        With `wait_replicas`, a WAIT follows the appends on each connection that made them (on a
+        cluster, one per master written to) and a batch that reached too few replicas is raised as
+        `NotReplicated`, to be spooled: Redis replicates asynchronously, and a master that dies
+        before its replica has an append loses it, after the edge has answered.
         """
         async with self.redis.pipeline(transaction=False) as pipe:
             for shard, entry in entries.items():
                 # EVAL, not EVALSHA: the script is tiny, and a restarted Redis has no script cache.
                 pipe.eval(_APPEND, 1, self.streams[shard], ENTRY_FIELD, entry)
-            lengths = await pipe.execute()
+            if self.wait_replicas:
+                self._queue_waits(pipe, entries)
+            replies = await pipe.execute()
+        lengths, waits = replies[: len(entries)], replies[len(entries) :]
+        if waits and min(waits) < self.wait_replicas:
+            raise NotReplicated(f"a batch reached {min(waits)} of {self.wait_replicas} replicas within "
+                                f"{self.wait_ms} ms")  # fmt: skip
         self.batches += 1
         longest = max(lengths)
         if check_bound and longest >= self.stream_max_len:
             self._enter_spool_mode(f"a stream holds {longest} entries (bound {self.stream_max_len})")
+
+    def _queue_waits(self, pipe, entries: dict[int, bytes]) -> None:
+        if not self.cluster:
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms)
+            return
+        nodes = {}
+        for shard in entries:
+            node = self.redis.get_node_from_key(self.streams[shard])
+            nodes[node.name] = node
+        for node in nodes.values():  # after that node's appends, on the same connection
+            pipe.execute_command("WAIT", self.wait_replicas, self.wait_ms, target_nodes=node)
 
     def _to_spool(self, batch: list[tuple[int, bytes]]) -> None:
         spool = self.spool
@@ -240,10 +274,12 @@ class EventBuffer:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for stream in self.streams:
                     pipe.xlen(stream)
-                pipe.info("memory")
-                *lengths, memory = await pipe.execute()
+                lengths = await pipe.execute()
+            memory = await fullest_memory(self.redis)  # on a cluster, of the master closest to its maxmemory
         except (RedisError, OSError) as exc:
             self.redis_down = True
+            if self.cluster:
+                await forget_slot_map(self.redis)
             self._limited.log(
                 logging.INFO, "probe", "Redis still unreachable (%r); next try in %.1fs", exc, self.retry_s
             )
@@ -272,7 +308,7 @@ class EventBuffer:
         """Spool before Redis refuses writes: its stream bound counts entries, not bytes."""
         while not self._closing:
             try:
-                self._memory_seen(await self.redis.info("memory"))
+                self._memory_seen(await fullest_memory(self.redis))
             except (RedisError, OSError):
                 pass  # unreachable: the writes and the recovery probe find out and say so
             except Exception as exc:

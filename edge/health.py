@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 
 from edge.state import EdgeState
+from tracker.streams.cluster import fullest_memory
 
 _NO_STORE = {"cache-control": "no-store"}
 
@@ -45,7 +46,7 @@ async def dependencies(request: Request) -> JSONResponse:
     redis: dict[str, Any] = {"ok": True}
     try:
         async with asyncio.timeout(1.0):
-            memory = await state.redis.info("memory")
+            memory = await fullest_memory(state.redis)  # on a cluster: the master closest to full
         redis["used_memory"], redis["maxmemory"] = int(memory["used_memory"]), int(memory.get("maxmemory", 0))
         redis["memory_full"] = state.events.memory_full
     except Exception as exc:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edge.metrics_hooks import hooks_text
+from edge.metrics_redis import RedisFacts
 from edge.prom_text import sample
 from tracker.contract.keys import CONSUMER_GROUP, event_streams, flusher_metrics_key
 from tracker.contract.snapshots import FlusherMetricsSnapshot, decode
@@ -84,6 +85,7 @@ class EdgeMetrics:
         )  # fmt: skip
         self.provider_report_counts: Any = {}  # the provider report routes' Counter, set by the app factory
         self._seen: dict[Any, int] = {}
+        self.redis_facts = RedisFacts(state.redis, state.settings.stream_prefix, state.settings.stream_shards)
         self._task: asyncio.Task | None = None
 
     def observe_batch(self, events: int, seconds: float) -> None:
@@ -155,6 +157,7 @@ class EdgeMetrics:
             registry = self.registry
         text = generate_latest(registry).decode()
         text += await self._flusher_text()
+        text += await self.redis_facts.text()
         settings = self.state.settings
         text += await hooks_text(self.state.redis, settings.stream_prefix, settings.stream_shards)
         return Response(text, media_type=CONTENT_TYPE_LATEST, headers={"cache-control": "no-store"})

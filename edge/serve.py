@@ -14,6 +14,9 @@ from pathlib import Path
 
 from tracker.config import Settings, SettingsError, settings_help
 from tracker.contract.exits import EXIT_USAGE
+from tracker.streams.logs import setup_logging, start_line
+
+log = logging.getLogger("edge")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="worker processes [default: %(default)s]")
     parser.add_argument("--backlog", type=int, default=2048, help="listen backlog [default: %(default)s]")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="[default: %(default)s]"
+        "--log-level", choices=["debug", "info", "warning", "error"], help="[default: TRACKER_LOG_LEVEL, else info]"
     )
     return parser
 
@@ -59,6 +62,33 @@ def port_taken(host: str, port: int) -> str | None:
     return None
 
 
+def cluster_refused(settings: Settings) -> str | None:
+    """With TRACKER_REDIS_CLUSTER=1: why the cluster cannot be used (a single Redis, slots missing), else None.
+
+    Checked once here: a worker refused later would only spool. An unreachable cluster is not refused
+    (the edge spools until it is back).
+    """
+    if not settings.redis_cluster:
+        return None
+    import asyncio
+
+    from tracker.streams.cluster import ClusterRefused, open_cluster
+
+    async def probe() -> str | None:
+        client = open_cluster(settings.redis_url, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            await client.ping()
+        except ClusterRefused as exc:
+            return str(exc)
+        except Exception:
+            return None
+        finally:
+            await client.aclose()
+        return None
+
+    return asyncio.run(probe())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -68,11 +98,17 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"edge: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    refused = cluster_refused(settings)
+    if refused:
+        print(f"edge: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     taken = port_taken(args.host, args.port)
     if taken:
         print(f"edge: cannot listen on {args.host}:{args.port}: {taken}", file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = args.log_level or settings.log_level
+    # Granian configures logging again in each worker it starts: the same dictionary, so the same lines.
+    log_config = setup_logging(settings, level)
     # Every worker writes its metric values here, so any worker's /metrics can sum them all.
     # Set before the workers start (they inherit it) and emptied: values from an earlier run would add up.
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="edge-metrics-")
@@ -83,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    Granian(
+    server = Granian(
         "edge.app:create_app",
         factory=True,
         address=args.host,
@@ -92,12 +128,21 @@ def main(argv: list[str] | None = None) -> int:
         workers=args.workers,
         loop=Loops.uvloop,
         backlog=args.backlog,
-        log_level=args.log_level,
+        log_level=level,
+        log_dictconfig=log_config,
         respawn_failed_workers=True,
-    ).serve()
+    )
+    workers = f"{args.workers} worker{'s' if args.workers != 1 else ''}"
+    log.info(start_line("edge", settings, f"on http://{_netloc(args.host, args.port)} ({workers})"))
+    server.serve()
+    log.info("edge stopped")
     if metrics_dir.startswith(tempfile.gettempdir()):  # ours: made above for this run
         shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from edge.short_link_cache import short_link_cache
 from edge.spool import Spool
 from tracker.config import Settings
 from tracker.contract.events import EventIds
+from tracker.streams.cluster import open_cluster
 
 log = logging.getLogger("edge")
 
@@ -39,24 +40,13 @@ class EdgeState:
     def __init__(self, settings: Settings) -> None:
         settings.require("redis_url", "database_url", "signing_keys")
         self.settings = settings
-        self.redis: Redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-            max_connections=64,
-            # No client-side retries: a failed batch goes to the spool at once, and a retried
-            # MULTI/EXEC whose reply was lost would add its events twice.
-            retry=Retry(NoBackoff(), 0),
-        )
+        # No client-side retries: a failed batch goes to the spool at once, and a retried
+        # MULTI/EXEC whose reply was lost would add its events twice. (On a cluster, MOVED and
+        # ASK are still followed: a redirected command did not run.)
+        self.redis: Redis = open_edge_redis(settings, max_connections=64)
         # Event writes get a pool of their own: lookups (a flood of /s/ codes, say) that use up
         # `self.redis` must not push real opens and clicks into the spool.
-        self.events_redis: Redis = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-            max_connections=settings.edge.events_redis_connections,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self.events_redis: Redis = open_edge_redis(settings, max_connections=settings.edge.events_redis_connections)
         self.pg_pool: asyncpg.Pool | None = None
         self.closing = False  # the lifespan is shutting down: /ready answers 503
         self.spool = Spool(settings.edge.spool_dir, settings.edge.spool_max_bytes, settings.edge.spool_fsync)
@@ -82,7 +72,8 @@ class EdgeState:
         )
         await self.events.start()
         await self.metrics.start()
-        log.info("edge worker ready: %r", self.settings)
+        # The whole settings (a few kB, secrets hidden) only on demand: the start line says what matters.
+        log.debug("edge worker ready: %r", self.settings)
 
     async def close(self) -> None:
         self.closing = True
@@ -92,6 +83,19 @@ class EdgeState:
             await self.pg_pool.close()
         await self.redis.aclose()
         await self.events_redis.aclose()
+
+
+def open_edge_redis(settings: Settings, *, max_connections: int) -> Redis:
+    """A client without retries; on a cluster (TRACKER_REDIS_CLUSTER) `max_connections` is per node."""
+    options = dict(
+        socket_timeout=settings.redis_timeout_s,
+        socket_connect_timeout=settings.redis_timeout_s,
+        max_connections=max_connections,
+        retry=Retry(NoBackoff(), 0),
+    )
+    if settings.redis_cluster:
+        return open_cluster(settings.redis_url, **options)
+    return Redis.from_url(settings.redis_url, **options)
 
 
 class _LazyPool:

@@ -13,6 +13,7 @@ from typing import Any
 
 from tracker.config import SHARED, Settings, SettingsError, settings_help
 from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tracker.streams.logs import setup_logging, start_line
 
 log = logging.getLogger("flusher")
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-max-age-ms", type=float, help="FLUSHER_BATCH_MAX_AGE_MS")
     parser.add_argument("--claim-idle-ms", type=int, help="FLUSHER_CLAIM_IDLE_MS")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="[default: %(default)s]"
+        "--log-level", choices=["debug", "info", "warning", "error"], help="[default: TRACKER_LOG_LEVEL, else info]"
     )
     return parser
 
@@ -89,9 +90,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from(args)
+        setup_logging(settings, args.log_level)
         if args.check:
             settings.require("redis_url")
             return asyncio.run(check(settings))
@@ -129,8 +130,10 @@ async def _or_failed(main: Coroutine[Any, Any, int]) -> int:
 async def serve(settings: Settings, burst: bool) -> int:
     from flusher.worker import Flusher
     from tracker.contract.schema import migrate as apply
+    from tracker.streams.heartbeat import default_consumer_name
     from tracker.streams.retry import POSTGRES_TRANSIENT, Retry, Stopping
 
+    log.info(start_line("flusher", settings, f"as {settings.flusher.consumer or default_consumer_name()}"))
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -166,7 +169,7 @@ async def check(settings: Settings) -> int:
     def key(consumer: str) -> str:
         return flusher_heartbeat_key(settings.stream_prefix, consumer)
 
-    return await check_heartbeat(settings.redis_url, key, settings.flusher.consumer, "flusher")
+    return await check_heartbeat(settings.redis_url, key, settings.flusher.consumer, "flusher", settings.redis_cluster)
 
 
 def _run(main: Coroutine[Any, Any, int]) -> int:

@@ -19,6 +19,7 @@ count in totals, not in uniques; their events are stored all the same.
 
 from __future__ import annotations
 
+from flusher import rollups
 from tracker.config import Settings
 
 SETUP = """
@@ -307,8 +308,10 @@ def effects_script(settings: Settings) -> str:
     return "\n".join(
         [_SETTLE.format(settle=float(settings.flusher.settle_s)), _LOCK_PROFILES, _PROFILE_FIELDS, _SUBSCRIPTIONS,
          _SOFT_BOUNCES, email, _PHONE_STATUS, _REASONS,
+         # Before the counters: it reads which message_profile_stats rows this batch creates.
+         rollups.PROFILE_ACTIVITY,
          # Last: every batch updates the same counter rows, so they stay locked only until the commit.
-         _COUNTERS]
+         _COUNTERS, rollups.AFTER_COUNTERS]
     )  # fmt: skip
 
 

@@ -88,12 +88,12 @@ class FlusherMetrics:
 
 async def group_lag_s(redis: Redis, streams: list[str]) -> float:
     """Age in seconds of the oldest entry the group has not finished with, over all `streams` (0: none)."""
+    # TIME alone: a cluster client refuses keyless commands in a pipeline.
+    seconds, micros = await redis.time()
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         for stream in streams:
             pipe.xinfo_groups(stream)
-        replies = await pipe.execute(raise_on_error=False)
-    seconds, micros = replies[0]
+        replies = [None, *await pipe.execute(raise_on_error=False)]
     now_ms = seconds * 1000 + micros / 1000
     oldest_ms: float | None = None
     async with redis.pipeline(transaction=False) as pipe:

@@ -23,6 +23,7 @@ def open_flusher_redis(settings: Settings) -> Redis:
         timeout_s=max(10.0, settings.redis_timeout_s),
         connect_timeout_s=max(2.0, settings.redis_timeout_s),
         health_check_interval=30,
+        cluster=settings.redis_cluster,
     )
 
 

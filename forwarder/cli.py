@@ -11,6 +11,7 @@ import sys
 
 from tracker.config import SHARED, Settings, SettingsError, settings_help
 from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from tracker.streams.logs import setup_logging, start_line
 
 _DESCRIPTION = """\
 Read the committed streams (the flusher copies every batch there after its
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--redis-url", help="REDIS_URL")
     parser.add_argument("--database-url", help="DATABASE_URL")
     parser.add_argument(
-        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="[default: %(default)s]"
+        "--log-level", choices=["debug", "info", "warning", "error"], help="[default: TRACKER_LOG_LEVEL, else info]"
     )
     return parser
 
@@ -60,10 +61,10 @@ def environment_help() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = {"TRACKER_HOOKS_CONSUMER": args.consumer, "REDIS_URL": args.redis_url, "DATABASE_URL": args.database_url}
     try:
         settings = Settings.from_env({**os.environ, **{name: value for name, value in flags.items() if value}})
+        setup_logging(settings, args.log_level)
         settings.require(*(("redis_url",) if args.check else ("redis_url", "database_url")))
     except SettingsError as exc:
         print(f"forwarder: {exc}", file=sys.stderr)
@@ -80,6 +81,7 @@ async def serve(settings: Settings, burst: bool) -> int:
     from tracker.streams.retry import describe, fatal_hint, is_fatal
 
     worker = HooksWorker(settings, burst=burst)
+    logging.getLogger("hooks").info(start_line("forwarder", settings, f"as {worker.consumer}"))
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, worker.close)
@@ -129,7 +131,8 @@ async def check(settings: Settings) -> int:
     def key(consumer: str) -> str:
         return forwarder_heartbeat_key(settings.stream_prefix, consumer)
 
-    return await check_heartbeat(settings.redis_url, key, settings.forwarder.consumer, "forwarder")
+    return await check_heartbeat(settings.redis_url, key, settings.forwarder.consumer, "forwarder",
+                                 settings.redis_cluster)  # fmt: skip
 
 
 if __name__ == "__main__":

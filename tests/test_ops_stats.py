@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,7 @@ from tracker.contract.keys import (
     event_stream,
     flusher_heartbeat_key,
     flusher_metrics_key,
+    forwarder_heartbeat_key,
 )
 from tracker.contract.spool_format import holder_of, holds_lock, lock_holders
 from tracker.ops.cli import main
@@ -193,3 +196,47 @@ def test_the_lock_probe_and_proc_locks_say_the_same_about_spool_files(tmp_path):
         assert holds_lock(held) is True  # probing did not take the holder's lock away
     finally:
         os.close(fd)
+
+
+async def test_redis_memory_persistence_and_stream_memory_are_shown(settings, redis, stats_env, spool_holder, capsys):
+    await an_incident(redis, settings, spool_holder)
+    info = await redis.info()
+    assert main(["stats", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    server = stats["redis"]
+    assert (server["maxmemory_bytes"], server["maxmemory_policy"]) == (info["maxmemory"], info["maxmemory_policy"])
+    assert server["aof_enabled"] is bool(info["aof_enabled"]) and server["persistence_ok"] is True
+    assert server["last_save_age_s"] >= 0 and server["changes_since_last_save"] >= 0
+    shard0, shard1 = stats["streams"]
+    assert shard0["memory_bytes"] > 0 and shard1["memory_bytes"] > 0  # shard 1: an empty stream with its group
+    assert stats["dead_letters"]["memory_bytes"] > 0
+
+    assert main(["stats"]) == 0
+    table = capsys.readouterr().out
+    assert f"policy {info['maxmemory_policy']}" in table
+    assert ("append-only on" if info["aof_enabled"] else "append-only OFF") in table
+    assert "in streams (sampled): events" in table and "last RDB save" in table
+
+
+async def test_a_hooks_worker_without_hooks_is_shown_alive_from_its_heartbeat(settings, redis, stats_env, capsys):
+    env = {**os.environ, **stats_env, "DATABASE_URL": settings.database_url, "TRACKER_HOOKS_CONSUMER": "fw-idle"}
+    forwarder = Path(sys.executable).parent / "forwarder"
+    process = subprocess.Popen([str(forwarder), "--log-level", "warning"], env=env, stderr=subprocess.PIPE)
+    try:
+        key = forwarder_heartbeat_key(settings.stream_prefix, "fw-idle")
+        for _ in range(200):  # until its first heartbeat (it may take a few seconds on a busy machine)
+            if await redis.exists(key) or process.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert await redis.exists(key), process.stderr.read().decode() if process.poll() is not None else "no beat"
+        assert main(["stats", "--json"]) == 0
+        view = json.loads(capsys.readouterr().out)["hooks"]
+        assert (view["hooks"], view["workers"]) == ([], ["fw-idle"])
+        assert main(["stats"]) == 0
+        assert "Action hooks (workers: fw-idle)" in capsys.readouterr().out
+    finally:
+        process.terminate()
+        process.communicate(timeout=20)
+    await redis.delete(key)  # in case the worker could not remove it on its way out
+    assert main(["stats"]) == 0
+    assert "Action hooks (workers: none alive)" in capsys.readouterr().out

@@ -22,7 +22,6 @@ import time
 
 import asyncpg
 import msgspec
-from redis.asyncio import Redis
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -70,6 +69,7 @@ from tracker.domain.hook_streams import (
     set_hooks_count,
 )
 from tracker.domain.secret_box import SecretBox, SecretKeyMissing
+from tracker.streams.cluster import plain_client
 
 # The secrets column is read only where a write needs it, never for a view.
 _COLUMNS = (
@@ -238,7 +238,8 @@ async def test_hook(request: Request, conn: asyncpg.Connection, ctx: ApiContext)
         raise InputError("too_many_tests", f"{settings.forwarder.test_concurrency} test deliveries are running;"
                          " try again in a few seconds", 429)  # fmt: skip
     # Its own client: the edge's one times out in about a second, less than a test may take.
-    client = Redis.from_url(settings.redis_url, socket_timeout=timeout + 5, socket_connect_timeout=5)
+    client = plain_client(settings.redis_url, settings.redis_cluster, socket_timeout=timeout + 5,
+                          socket_connect_timeout=5)  # fmt: skip
     try:
         test = TestRequest(request_id, hook_id, reply_key, deadline=time.time() + timeout)
         await client.rpush(hook_test_requests_key(settings.stream_prefix), msgspec.json.encode(test))

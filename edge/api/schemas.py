@@ -30,6 +30,18 @@ ResourceChannel = Literal[EVENT_CHANNELS]  # type: ignore[valid-type]
 MessageChannel = Literal[MESSAGE_CHANNELS]  # type: ignore[valid-type]
 EmailStatus = Literal["active", "hard_bounced", "complained"]
 PhoneStatus = Literal["active", "undelivered", "complained"]
+# What a 422 says instead of the regex it failed (edge.api._errors; the patterns are here and in
+# tracker.domain.hook_definitions). A pattern missing here is shown as msgspec gives it; tests/test_api_errors.py
+# fails when an input's pattern has no words.
+PATTERN_WORDS = {
+    NO_NUL: "text must not contain NUL (\\u0000) characters",
+    "^[a-z][a-z0-9_]{0,62}$": "field names are 1 to 63 lower-case letters, digits and underscores,"
+    " starting with a letter",
+    "^https?://[^/?#\\s]+": "the URL must start with http:// or https:// and a host name",
+    "^amqps?://": "the URL must start with amqp:// or amqps://",
+    "^[A-Za-z0-9-]{1,100}$": "header names are 1 to 100 letters, digits and hyphens",
+    "^[A-Za-z0-9._-]{1,249}$": "topic names are 1 to 249 letters, digits, dots, underscores and hyphens",
+}
 
 
 class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -259,4 +271,182 @@ COMPONENTS: tuple[type, ...] = (
     ImportStopped, ResourceIn, Resource, ResourceList, SubscribeIn, Subscription, SubscriptionList, Subscriber,
     SubscriberPage, MessageIn,
     VersionIn, Message, MessageStats, RenderIn, RenderOut,
+)  # fmt: skip
+
+
+# -- analytics (edge/api/analytics*.py): lists, message reports, click maps, cohorts, lifetimes --
+class MessageSummary(msgspec.Struct):
+    id: int
+    channel: str
+    name: str
+    resource_id: int | None
+    current_version: int
+    created_at: datetime.datetime
+
+
+class MessagePage(msgspec.Struct):
+    """One page, in message id order."""
+
+    messages: list[MessageSummary]
+    next_after: int | None  # pass as ?after= for the next page; null: this was the last one
+
+
+class ProfilePage(msgspec.Struct):
+    """One page of the profiles matching every filter, in profile id order."""
+
+    profiles: list[Profile]
+    next_after: int | None
+
+
+class FunnelStage(msgspec.Struct):
+    name: str
+    total: int
+    uniques: int
+    human: int
+    human_uniques: int
+    machine: int
+    machine_uniques: int
+    rate: float | None  # uniques over delivered uniques; null when nothing was delivered
+
+
+class SeriesPoint(msgspec.Struct):
+    """Events per stage in one hour or day starting at `at` (UTC)."""
+
+    at: datetime.datetime
+    sent: int
+    delivered: int
+    undelivered: int
+    soft_bounce: int
+    hard_bounce: int
+    complained: int
+    opened: int
+    read: int
+    clicked: int
+    unsubscribed: int
+    confirmed: int
+    human_opened: int
+    human_clicked: int
+
+
+class MessageReport(msgspec.Struct):
+    """A message's funnel (all time), dwell quantiles of reads (seconds) and a time series over [from, to)."""
+
+    message_id: int
+    channel: str
+    name: str
+    stages: list[FunnelStage]
+    dwell_s: dict[str, float | None]  # p50, p90, p99
+    interval: Literal["hour", "day"]
+    start: datetime.datetime = msgspec.field(name="from")
+    end: datetime.datetime = msgspec.field(name="to")
+    series: list[SeriesPoint] = []
+
+
+class LinkClicks(msgspec.Struct):
+    index: int
+    url: str
+    text: str
+    total: int
+    uniques: int
+    human: int
+    share: float | None  # of this version's clicks
+
+
+class UrlChange(msgspec.Struct):
+    index: int
+    old_url: str
+    new_url: str
+
+
+class LinkVersion(msgspec.Struct):
+    version: int
+    created_at: datetime.datetime  # when it became the current version
+    links: int
+    added: list[int]
+    removed: list[int]
+    changed: list[UrlChange]
+
+
+class ClickReport(msgspec.Struct):
+    message_id: int
+    version: int
+    current_version: int
+    total: int
+    links: list[LinkClicks]
+    versions: list[LinkVersion]
+
+
+class Cohort(msgspec.Struct):
+    start: datetime.datetime
+    profiles: int
+    active: list[int]  # profiles active (opened, read or clicked) in each period from the cohort's own on
+    share: list[float]
+
+
+class CohortReport(msgspec.Struct):
+    resource_id: int
+    period: Literal["week", "month"]
+    start: datetime.datetime = msgspec.field(name="from")
+    end: datetime.datetime = msgspec.field(name="to")
+    cohorts: list[Cohort] = []
+
+
+class HistogramBucket(msgspec.Struct):
+    low: float  # inclusive
+    high: float  # exclusive
+    profiles: int
+
+
+class Measure(msgspec.Struct):
+    p50: float | None
+    p90: float | None
+    p99: float | None
+    histogram: list[HistogramBucket]
+
+
+class LifetimeReport(msgspec.Struct):
+    """Per profile of the list: lifetime_days (first to last activity), messages received, opened, clicked."""
+
+    resource_id: int
+    profiles: int
+    ever_active: int
+    measures: dict[str, Measure]
+
+
+class TimelineEvent(msgspec.Struct):
+    id: str
+    ts: datetime.datetime
+    kind: str
+    channel: str
+    message_id: int
+    link_version: int
+    link_index: int
+    verdict: str
+    data: dict[str, Any] | None
+
+
+class Timeline(msgspec.Struct):
+    """A profile's events, newest first."""
+
+    profile_id: int
+    events: list[TimelineEvent]
+    next_before: str | None  # pass as ?before= for the next page
+
+
+class ReportLinkIn(Input):
+    message_id: Id
+    page: Literal["funnel", "clickmap"] = "funnel"
+    version: Version | None = None
+
+
+class ReportLinkOut(msgspec.Struct):
+    """A signed URL of a report page for people; it works until expires_at, no API key needed."""
+
+    url: str
+    expires_at: datetime.datetime
+
+
+COMPONENTS = (
+    *COMPONENTS, MessagePage, ProfilePage, MessageReport, ClickReport, CohortReport, LifetimeReport, Timeline,
+    ReportLinkIn, ReportLinkOut,
 )  # fmt: skip

@@ -19,6 +19,8 @@ from typing import Any
 from tracker.config._fields import (
     SettingsError,
     SettingsPart,
+    boolean,
+    choice,
     float_range,
     int_range,
     is_secret,
@@ -93,6 +95,23 @@ class Settings(SettingsPart):
         float_range(0.01, 60),
         "Redis socket timeout (the flusher waits at least 10 s on reads)",
     )
+    redis_cluster: bool = setting(
+        "TRACKER_REDIS_CLUSTER", False, boolean, "Redis Cluster: REDIS_URL names any node, or a comma list of seeds"
+    )
+    redis_wait_replicas: int = setting(
+        "TRACKER_REDIS_WAIT_REPLICAS",
+        0,
+        int_range(0, 5),
+        "replicas each event batch must reach (WAIT) before the edge drops its copy (0: do not wait)",
+    )
+    log_level: str = setting(
+        "TRACKER_LOG_LEVEL", "info", choice("debug", "info", "warning", "error"),
+        "log level of edge, flusher and forwarder (their --log-level wins)",
+    )  # fmt: skip
+    log_format: str = setting(
+        "TRACKER_LOG_FORMAT", "text", choice("text", "json"),
+        "log lines: text, or json (one object per line: time, level, logger, message, exception)",
+    )  # fmt: skip
     edge: EdgeSettings = part(EdgeSettings)
     reports: ReportSettings = part(ReportSettings)
     pages: PagesSettings = part(PagesSettings)
@@ -116,7 +135,8 @@ class Settings(SettingsPart):
 
 
 # Settings every program reads besides its own part.
-SHARED = ("redis_url", "database_url", "stream_prefix", "stream_shards", "redis_timeout_s")
+SHARED = ("redis_url", "database_url", "stream_prefix", "stream_shards", "redis_timeout_s", "log_level", "log_format",
+          "redis_cluster", "redis_wait_replicas")
 
 
 def settings_help(*parts: str, shared: tuple[str, ...] | None = None) -> str:

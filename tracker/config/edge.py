@@ -151,6 +151,20 @@ class EdgeSettings(SettingsPart):
         "TRACKER_UNSUBSCRIBE_MAX_AGE_DAYS", 0, int_range(0, 36_500), "days an unsubscribe link works (0: no limit)"
     )
 
+    # -- analytics (message reports, click maps, cohorts; not the provider reports of TRACKER_REPORT_*) --
+    analytics_max_range_days: int = setting(
+        "TRACKER_ANALYTICS_MAX_RANGE_DAYS",
+        400,
+        int_range(1, 36_500),
+        "longest date range one analytics report or filter may span (422 above)",
+    )
+    analytics_link_ttl_s: int = setting(
+        "TRACKER_ANALYTICS_LINK_TTL_S",
+        3600,
+        int_range(60, 30 * 86400),
+        "lifetime of a signed report-page URL (POST /api/v1/report-links, tracker report-url)",
+    )
+
     def check(self) -> None:
         if self.site_link_param and not re.fullmatch(r"[A-Za-z0-9_]{1,32}", self.site_link_param):
             raise SettingsError("TRACKER_SITE_LINK_PARAM: expected letters, digits and underscores")

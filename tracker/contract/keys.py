@@ -1,7 +1,19 @@
 """Redis key and stream names, in one place for the edge, the flusher and ops tools.
 
 Each stream shard has its own hash tag, so Redis Cluster can put shards on
-different nodes while every multi-key command stays within one shard.
+different nodes while every multi-key command stays within one shard: the
+event stream `{N}` and the committed stream of the same shard share it, and
+with it the consumer groups on them (the flusher's and every action hook's).
+
+Keys read together in one command besides those share a tag too: each
+program's heartbeats, metrics snapshots and list of workers (`{flusher}`,
+`{hooks}`), which /metrics and `tracker stats` MGET in one round trip. They
+all expire within a minute (the list of workers is pruned at each start), so
+the rename costs a rolling upgrade a heartbeat's worth of metrics, no data.
+
+Keys left without a tag are read and written one at a time (dead letters,
+link tables, short codes, replay streams, the hooks' count and version): on
+a cluster they spread over every master.
 """
 
 from __future__ import annotations
@@ -37,12 +49,12 @@ def short_link_key(prefix: str, code: str) -> str:
 
 
 def flusher_heartbeat_key(prefix: str, consumer: str) -> str:
-    return f"{prefix}:flusher:alive:{consumer}"
+    return f"{prefix}:{{flusher}}:alive:{consumer}"
 
 
 def flusher_metrics_key(prefix: str, consumer: str) -> str:
     """A JSON snapshot of one flusher's metrics (with a TTL), served by the edge's /metrics."""
-    return f"{prefix}:flusher:metrics:{consumer}"
+    return f"{prefix}:{{flusher}}:metrics:{consumer}"
 
 
 # -- action hooks: the committed streams, each hook's group and streams, the forwarder's keys
@@ -96,14 +108,14 @@ def hook_test_reply_key(prefix: str, request_id: str) -> str:
 
 
 def forwarder_heartbeat_key(prefix: str, consumer: str) -> str:
-    return f"{prefix}:hooks:alive:{consumer}"
+    return f"{prefix}:{{hooks}}:alive:{consumer}"
 
 
 def forwarder_metrics_key(prefix: str, consumer: str) -> str:
     """A hooks worker's counts per hook (JSON), refreshed with its heartbeat, for the edge's /metrics."""
-    return f"{prefix}:hooks:metrics:{consumer}"
+    return f"{prefix}:{{hooks}}:metrics:{consumer}"
 
 
 def forwarders_set_key(prefix: str) -> str:
     """Names of hooks workers that have run; those whose heartbeat expired are pruned at a worker's start."""
-    return f"{prefix}:hooks:workers"
+    return f"{prefix}:{{hooks}}:workers"

@@ -4,6 +4,11 @@ Each hook is a consumer group (`hook:<id>`) on every committed stream, plus its
 own replay stream (replays and re-queued dead letters) and dead-letter stream.
 The API creates and destroys them with the hook and shows backlogs and dead
 letters; the forwarder recreates the groups when Redis lost them.
+
+On Redis Cluster a command (and a MULTI) may touch one hash slot only: each
+DEL names one key, and what spans slots (the hooks' count and version, a dead
+letter moved to the replay stream) is done in an order that a crash between
+the steps leaves safe.
 """
 
 from __future__ import annotations
@@ -46,18 +51,25 @@ async def destroy_groups(redis: Any, prefix: str, shards: int, hook_id: int) -> 
     async with redis.pipeline(transaction=False) as pipe:
         for stream in committed_streams(prefix, shards):
             pipe.xgroup_destroy(stream, hook_group(hook_id))
-        pipe.delete(hook_replay_stream(prefix, hook_id), hook_dead_letter_stream(prefix, hook_id))
+        pipe.delete(hook_replay_stream(prefix, hook_id))
+        pipe.delete(hook_dead_letter_stream(prefix, hook_id))
         await pipe.execute(raise_on_error=False)
 
 
 async def set_hooks_count(redis: Any, prefix: str, shards: int, count: int) -> None:
-    """Tell the flusher whether to forward; with no hook left, drop the committed streams too."""
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(hooks_count_key(prefix), count)
-        pipe.incr(hooks_version_key(prefix))
-        if count == 0:
-            pipe.delete(*committed_streams(prefix, shards))
-        await pipe.execute()
+    """Tell the flusher whether to forward; with no hook left, drop the committed streams too.
+
+    In this order, each key on its own (they are in different slots): the count first, so that no
+    flusher forwards to streams about to go; a failure between the steps is repaired by a retry or
+    by the forwarder, which sets the count again at its start.
+    """
+    await redis.set(hooks_count_key(prefix), count)
+    await redis.incr(hooks_version_key(prefix))
+    if count == 0:
+        async with redis.pipeline(transaction=False) as pipe:
+            for stream in committed_streams(prefix, shards):
+                pipe.delete(stream)
+            await pipe.execute()
 
 
 async def backlog_entries(redis: Any, prefix: str, shards: int, hook_id: int) -> int:
@@ -101,16 +113,21 @@ async def dead_letters(redis: Any, prefix: str, hook_id: int, count: int = 100) 
 
 
 async def requeue_dead_letters(redis: Any, prefix: str, hook_id: int, page: int = 500) -> int:
-    """Move every dead letter of the hook to its replay stream (each page in one MULTI); events moved."""
+    """Move every dead letter of the hook to its replay stream, a page at a time; events moved.
+
+    Each page is added to the replay stream, then deleted from the dead letters (the two streams are
+    in different slots, so not in one MULTI): a crash between the two sends that page again, as any
+    action-hook delivery may be; none is lost.
+    """
 
     moved = 0
     source, target = hook_dead_letter_stream(prefix, hook_id), hook_replay_stream(prefix, hook_id)
     while entries := await redis.xrange(source, count=page):
-        async with redis.pipeline(transaction=True) as pipe:
-            for entry_id, fields in entries:
+        async with redis.pipeline(transaction=False) as pipe:
+            for _entry_id, fields in entries:
                 pipe.xadd(target, {b"e": fields[b"e"]})
-                pipe.xdel(source, entry_id)
             await pipe.execute()
+        await redis.xdel(source, *[entry_id for entry_id, _fields in entries])
         moved += sum(len(decode_batch(fields[b"e"])) for _, fields in entries)
     return moved
 

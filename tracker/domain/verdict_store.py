@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from tracker.domain.analytics.verdict_rollups import APPLY_ROLLUPS
 from tracker.domain.verdicts import Click
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -191,4 +192,5 @@ async def change_verdicts(conn: asyncpg.Connection, changes: list[Change]) -> in
     changed = int(status.rsplit(" ", 1)[-1])
     if changed:
         await conn.execute(_APPLY)
+        await conn.execute(APPLY_ROLLUPS)  # the reports' hourly verdict split and per-link human counts
     return changed

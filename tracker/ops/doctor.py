@@ -29,7 +29,66 @@ class Finding:
     detail: str
 
 
-async def check_redis(url: str) -> list[Finding]:
+async def check_redis(url: str, cluster: bool = False) -> list[Finding]:
+    """The checks below on the one Redis; on a cluster, its state and nodes first, then each master's."""
+    if cluster:
+        return await check_cluster(url)
+    return await _check_node(url)
+
+
+async def check_cluster(url: str) -> list[Finding]:
+    """Slots served, each master's slots and replicas with their replication lag, then each master's checks."""
+    from tracker.streams.cluster import SLOTS, on_masters, open_cluster
+
+    found: list[Finding] = []
+
+    def add(check: str, level: str, detail: str) -> None:
+        found.append(Finding("redis", check, level, detail))
+
+    client = open_cluster(url, socket_timeout=5, socket_connect_timeout=5, decode_responses=True)
+    try:
+        try:
+            info = await client.cluster_info()
+            nodes = await client.cluster_nodes()
+            replication = await on_masters(client, "INFO", "replication")
+        except Exception as exc:
+            add("cluster", FAIL, f"{redact_url(url)}: {type(exc).__name__}: {exc}")
+            return found
+        served = int(info.get("cluster_slots_ok", 0))
+        state = info.get("cluster_state")
+        add("cluster", OK if state == "ok" and served == SLOTS else FAIL,
+            f"state {state}, {served} of {SLOTS} slots served, {info.get('cluster_size')} masters,"
+            f" {info.get('cluster_known_nodes')} nodes")  # fmt: skip
+        masters = sorted(name for name, facts in nodes.items() if "master" in facts["flags"] and facts["slots"])
+        for name in masters:
+            facts = nodes[name]
+            slots = ", ".join("-".join(dict.fromkeys(pair)) for pair in facts["slots"])
+            add(f"node {name}", *_replicas(replication.get(name), slots))
+        urls = [f"{url.split('://', 1)[0]}://{name}" for name in masters]
+    finally:
+        await client.aclose()
+    for node_url in urls:
+        for finding in await _check_node(node_url):
+            finding.check = f"{finding.check} ({node_url.split('://', 1)[1]})"
+            found.append(finding)
+    return found
+
+
+def _replicas(info: object, slots: str) -> tuple[str, str]:
+    """(level, detail) of one master: its slots, and each replica's state and lag (bytes behind, seconds)."""
+    if not isinstance(info, dict):
+        return FAIL, f"slots {slots}; INFO replication failed: {info}"
+    offset = int(info.get("master_repl_offset", 0))
+    replicas = [value for key, value in info.items() if key.startswith("slave") and isinstance(value, dict)]
+    shown = [f"replica {r.get('ip')}:{r.get('port')} {r.get('state')}, lag {offset - int(r.get('offset', 0))} bytes"
+             f" / {r.get('lag')} s" for r in replicas]  # fmt: skip
+    online = [r for r in replicas if r.get("state") == "online"]
+    if not online:
+        return WARN, f"slots {slots}; no online replica: a failure of this master loses its slots' entries"
+    return OK, f"slots {slots}; " + "; ".join(shown)
+
+
+async def _check_node(url: str) -> list[Finding]:
     from redis.asyncio import Redis
 
     found: list[Finding] = []
@@ -126,7 +185,7 @@ async def check_postgres(url: str) -> list[Finding]:
 async def diagnose(settings: Settings) -> list[Finding]:
     findings: list[Finding] = []
     if settings.redis_url:
-        findings += await check_redis(settings.redis_url)
+        findings += await check_redis(settings.redis_url, cluster=settings.redis_cluster)
     else:
         findings.append(Finding("redis", "configured", FAIL, "REDIS_URL is not set"))
     if settings.database_url:

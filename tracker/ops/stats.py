@@ -4,9 +4,11 @@ One `collect` gathers, in a few pipelined round trips: each event stream
 shard (length, its consumer groups with pending entries, the age of the
 oldest pending and of the oldest unread entry, consumers with their pending
 counts and idle times), the dead-letter stream, the flushers' heartbeats and
-metrics snapshots, and Redis' own memory, ops/s and clients. The edge spool
-is read from this host's TRACKER_SPOOL_DIR only: spools are local files, so
-other hosts' edges must be looked at there. Action hooks (tracker.ops.stats_hooks):
+metrics snapshots, and Redis' own facts from one INFO (memory against
+maxmemory and its policy, persistence and the last save, ops/s, clients)
+with the sampled MEMORY USAGE of every event, committed and dead-letter
+stream. The edge spool is read from this host's TRACKER_SPOOL_DIR only:
+spools are local files, so other hosts' edges must be looked at there. Action hooks (tracker.ops.stats_hooks):
 backlogs from Redis, states and last errors from Postgres when it answers.
 
 Ages of stream entries are measured on Redis' clock (entry ids are its
@@ -14,7 +16,8 @@ milliseconds); ages of files and heartbeats on this host's clock.
 
 Nothing here SCANs the keyspace (a production Redis holds millions of link
 and short-code keys): the shards come from the settings, and the flushers
-from the consumer group, whose members' heartbeat and metrics keys are read.
+from the consumer group, whose members' heartbeat and metrics keys are read
+(the hooks workers from the set each of them joins with its heartbeat).
 
 Here: collecting, and the command. What is shown: tracker.ops.stats_model;
 printing it: tracker.ops.stats_render; the spool files' format and locks:
@@ -29,16 +32,31 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from redis import Redis
 from redis.exceptions import RedisError
 
 from tracker.config import Settings, redact_url
 from tracker.contract.exits import EXIT_OK, EXIT_UNREACHABLE
-from tracker.contract.keys import dead_letter_stream, event_streams, flusher_heartbeat_key, flusher_metrics_key
+from tracker.contract.keys import (
+    committed_streams,
+    dead_letter_stream,
+    event_streams,
+    flusher_heartbeat_key,
+    flusher_metrics_key,
+)
 from tracker.contract.snapshots import FlusherHeartbeatFacts, decode
 from tracker.contract.spool_format import SPOOL_GLOB, holder_of, holds_lock, lock_holders, read_offset
-from tracker.ops.stats_format import COUNT_UNREAD_UP_TO, as_bytes, counted_unread, entry_age_s, json_object, text
+from tracker.ops.stats_format import (
+    COUNT_UNREAD_UP_TO,
+    MEMORY_SAMPLES,
+    as_bytes,
+    counted_unread,
+    entry_age_s,
+    json_object,
+    text,
+)
 from tracker.ops.stats_hooks import collect_hooks
 from tracker.ops.stats_model import (
     ConsumerStats,
@@ -58,7 +76,38 @@ _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: the next frame replaces t
 
 def connect(settings: Settings) -> Redis:
     # Short timeouts: during an incident a hanging stats command is worse than an error.
+    if settings.redis_cluster:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        first, *others = [url.strip() for url in settings.redis_url.split(",") if url.strip()]
+        seeds = [ClusterNode(u.hostname or "127.0.0.1", u.port or 6379) for u in map(urlsplit, others)]
+        return RedisCluster.from_url(first, startup_nodes=seeds or None, socket_timeout=3,  # type: ignore[return-value]
+                                     socket_connect_timeout=2)  # fmt: skip
     return Redis.from_url(settings.redis_url, socket_timeout=3, socket_connect_timeout=2)
+
+
+def _clock_and_info(redis: Redis) -> tuple[float, dict[str, Any]]:
+    """Redis' clock (ms) and INFO; on a cluster, the INFO of the master closest to its maxmemory (the
+    one that fills first), with `cluster_masters` added. Keyless commands do not go in a cluster pipeline."""
+    from redis.cluster import RedisCluster
+
+    if not isinstance(redis, RedisCluster):
+        pipe = redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.info()  # one INFO: its default sections hold memory, persistence, stats, clients and server
+        (seconds, micros), info = pipe.execute()
+        return seconds * 1000 + micros / 1000, info
+    infos = redis.info(target_nodes=RedisCluster.PRIMARIES)
+    infos = infos if isinstance(infos, dict) and all(isinstance(v, dict) for v in infos.values()) else {"": infos}
+
+    def ratio(info: dict[str, Any]) -> float:
+        limit = int(info.get("maxmemory", 0) or 0)
+        return int(info.get("used_memory", 0)) / limit if limit else 0.0
+
+    info = dict(max(infos.values(), key=ratio))
+    info["cluster_masters"] = len(infos)
+    seconds, micros = redis.time(target_nodes=RedisCluster.RANDOM)
+    return seconds * 1000 + micros / 1000, info
 
 
 def collect(settings: Settings, redis: Redis) -> Stats:
@@ -66,29 +115,31 @@ def collect(settings: Settings, redis: Redis) -> Stats:
     streams = event_streams(prefix, settings.stream_shards)
     dead = dead_letter_stream(prefix)
 
+    committed = committed_streams(prefix, settings.stream_shards)
+
+    now_ms, info = _clock_and_info(redis)
     pipe = redis.pipeline(transaction=False)
-    pipe.time()
-    pipe.info("memory")
-    pipe.info("stats")
-    pipe.info("clients")
-    pipe.info("server")
     pipe.xlen(dead)
     pipe.xrevrange(dead, count=1)
+    pipe.memory_usage(dead, samples=MEMORY_SAMPLES)
+    for stream in committed:
+        pipe.memory_usage(stream, samples=MEMORY_SAMPLES)
     for stream in streams:
         pipe.xlen(stream)
         pipe.xinfo_groups(stream)
+        pipe.memory_usage(stream, samples=MEMORY_SAMPLES)
     replies = pipe.execute(raise_on_error=False)
-    for reply in replies[:7]:
+    for reply in replies[:2]:
         if isinstance(reply, Exception):
             raise reply
-    (seconds, micros), memory, stats, clients, server, dead_len, newest = replies[:7]
-    now_ms = seconds * 1000 + micros / 1000
-    per_stream = replies[7:]
+    dead_len, newest, dead_memory = replies[:3]
+    committed_memory = replies[3 : 3 + len(committed)]
+    per_stream = replies[3 + len(committed) :]
 
     groups_of: list[list[dict]] = []
     pipe = redis.pipeline(transaction=False)
     for index, stream in enumerate(streams):
-        groups = per_stream[2 * index + 1]
+        groups = per_stream[3 * index + 1]
         groups = groups if isinstance(groups, list) else []  # an error: the key is not a stream (yet)
         groups_of.append(groups)
         for group in groups:
@@ -102,7 +153,7 @@ def collect(settings: Settings, redis: Redis) -> Stats:
 
     stream_stats = []
     for index, stream in enumerate(streams):
-        length = per_stream[2 * index]
+        length, memory = per_stream[3 * index], per_stream[3 * index + 2]
         group_stats = []
         for group in groups_of[index]:
             consumers, pending, unread = next(group_replies), next(group_replies), next(group_replies)
@@ -120,7 +171,8 @@ def collect(settings: Settings, redis: Redis) -> Stats:
                     for c in (consumers if isinstance(consumers, list) else [])
                 ],
             ))  # fmt: skip
-        stream_stats.append(StreamStats(stream, length if isinstance(length, int) else 0, group_stats))
+        stream_stats.append(StreamStats(stream, length if isinstance(length, int) else 0, group_stats,
+                                        memory if isinstance(memory, int) else None))  # fmt: skip
 
     newest_age = newest_reason = None
     if newest:
@@ -132,21 +184,36 @@ def collect(settings: Settings, redis: Redis) -> Stats:
     return Stats(
         at=host_now,
         prefix=prefix,
-        redis=RedisServer(
-            url=redact_url(settings.redis_url),
-            version=str(server.get("redis_version", "")),
-            used_memory_bytes=int(memory.get("used_memory", 0)),
-            used_memory_human=str(memory.get("used_memory_human", "")),
-            maxmemory_bytes=int(memory.get("maxmemory", 0)),
-            ops_per_sec=int(stats.get("instantaneous_ops_per_sec", 0)),
-            connected_clients=int(clients.get("connected_clients", 0)),
-        ),
+        redis=_server(settings, info, now_ms, committed_memory),
         streams=stream_stats,
-        dead_letters=DeadLetters(dead, dead_len, newest_age, newest_reason),
+        dead_letters=DeadLetters(
+            dead, dead_len, newest_age, newest_reason, dead_memory if isinstance(dead_memory, int) else None
+        ),
         flushers=_heartbeats(redis, prefix, consumers, host_now),
         flusher_metrics=_metrics_snapshots(redis, prefix, consumers),
         spool=spool_files(settings.edge.spool_dir, host_now),
         hooks=collect_hooks(settings, redis, now_ms),
+    )
+
+
+def _server(settings: Settings, info: dict[str, Any], now_ms: float, committed_memory: list[Any]) -> RedisServer:
+    last_save = info.get("rdb_last_save_time")
+    statuses = (info.get("aof_last_write_status", "ok"), info.get("rdb_last_bgsave_status", "ok"))
+    return RedisServer(
+        url=redact_url(settings.redis_url),
+        version=str(info.get("redis_version", "")),
+        used_memory_bytes=int(info.get("used_memory", 0)),
+        used_memory_human=str(info.get("used_memory_human", "")),
+        maxmemory_bytes=int(info.get("maxmemory", 0)),
+        ops_per_sec=int(info.get("instantaneous_ops_per_sec", 0)),
+        connected_clients=int(info.get("connected_clients", 0)),
+        maxmemory_policy=str(info.get("maxmemory_policy", "")),
+        aof_enabled=bool(int(info.get("aof_enabled", 0))),
+        last_save_age_s=round(max(0.0, now_ms / 1000 - int(last_save)), 3) if last_save else None,
+        changes_since_last_save=int(info.get("rdb_changes_since_last_save", 0)),
+        # An AOF write Redis could not make, or a failed background save: acknowledged writes may not survive.
+        persistence_ok=statuses == ("ok", "ok"),
+        committed_memory_bytes=sum(m for m in committed_memory if isinstance(m, int)),
     )
 
 

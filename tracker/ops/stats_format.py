@@ -9,6 +9,9 @@ from typing import Any
 # (the edge's /metrics counts the same way).
 from tracker.contract.snapshots import COUNT_UNREAD_UP_TO
 
+# MEMORY USAGE of a stream looks at this many of its nodes and extrapolates: its cost stays flat as streams grow.
+MEMORY_SAMPLES = 5
+
 
 def table(rows: list[tuple[str, ...]], right: set[int]) -> list[str]:
     """Aligned columns under a ruled header row; `right` holds the indexes of right-aligned columns."""

@@ -25,6 +25,7 @@ from redis import Redis
 from tracker.contract.keys import (
     committed_streams,
     forwarder_heartbeat_key,
+    forwarders_set_key,
     hook_dead_letter_stream,
     hook_of_group,
     hook_replay_stream,
@@ -99,7 +100,10 @@ def collect_hooks(settings: Any, redis: Redis, now_ms: float) -> HooksView:
     for hook_id in ids:
         pipe.xlen(hook_dead_letter_stream(prefix, hook_id))
     dead = pipe.execute(raise_on_error=False) if ids else []
-    consumers = sorted({c for b in [*backlogs.values(), *replays.values()] if b for c in b.consumers})
+    # Every hooks worker joins the workers set with each heartbeat, hooks or none; group members are
+    # looked at too, for a worker that left the set (pruned at another's start) but still beats.
+    members = {text(m) for m in redis.smembers(forwarders_set_key(prefix))}
+    consumers = sorted(members | {c for b in [*backlogs.values(), *replays.values()] if b for c in b.consumers})
     pipe = redis.pipeline(transaction=False)
     for consumer in consumers:
         pipe.exists(forwarder_heartbeat_key(prefix, consumer))

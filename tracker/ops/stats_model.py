@@ -29,6 +29,7 @@ class StreamStats(msgspec.Struct):
     stream: str
     length: int
     groups: list[GroupStats]
+    memory_bytes: int | None = None  # MEMORY USAGE (sampled); None: no such stream
 
 
 class DeadLetters(msgspec.Struct):
@@ -36,6 +37,7 @@ class DeadLetters(msgspec.Struct):
     length: int
     newest_age_s: float | None
     newest_reason: str | None
+    memory_bytes: int | None = None
 
 
 class FlusherHeartbeat(msgspec.Struct):
@@ -70,6 +72,12 @@ class RedisServer(msgspec.Struct):
     maxmemory_bytes: int
     ops_per_sec: int
     connected_clients: int
+    maxmemory_policy: str = ""
+    aof_enabled: bool = False
+    last_save_age_s: float | None = None  # the last RDB save, on Redis' clock
+    changes_since_last_save: int = 0
+    persistence_ok: bool = True  # False: the last AOF write or background save failed
+    committed_memory_bytes: int = 0  # MEMORY USAGE of the committed streams (action hooks' input), summed
 
 
 class Stats(msgspec.Struct):

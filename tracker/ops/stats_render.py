@@ -10,6 +10,8 @@ from tracker.ops.stats_format import age, bytes_human, num, table
 from tracker.ops.stats_hooks import render_hooks
 from tracker.ops.stats_model import Stats
 
+_MEMORY_WARN = 0.8  # the share of maxmemory past which the edge soon spools (tracker doctor warns there too)
+
 
 def to_json(stats: Stats) -> str:
     return msgspec.json.encode(stats).decode()
@@ -18,26 +20,27 @@ def to_json(stats: Stats) -> str:
 def render(stats: Stats) -> str:
     r = stats.redis
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stats.at))
-    limit = f" of {bytes_human(r.maxmemory_bytes)}" if r.maxmemory_bytes else " (no maxmemory)"
     lines = [
         f"tracker stats  {when}  prefix {stats.prefix!r}",
-        f"Redis {r.version} at {r.url}: memory {r.used_memory_human}{limit}, {r.ops_per_sec:,} ops/s, "
-        f"{r.connected_clients} clients",
+        f"Redis {r.version} at {r.url}: {r.ops_per_sec:,} ops/s, {r.connected_clients} clients",
+        *_redis_lines(stats),
         "",
         "Event streams",
     ]
-    rows = [("stream", "length", "group", "pending", "oldest pending", "unread", "oldest unread", "last delivered")]
+    rows = [("stream", "length", "memory", "group", "pending", "oldest pending", "unread", "oldest unread",
+             "last delivered")]  # fmt: skip
     consumer_lines = []
     for s in stats.streams:
+        memory = "-" if s.memory_bytes is None else bytes_human(s.memory_bytes)
         if not s.groups:
-            rows.append((s.stream, f"{s.length:,}", "(no group)", "-", "-", "-", "-", "-"))
+            rows.append((s.stream, f"{s.length:,}", memory, "(no group)", "-", "-", "-", "-", "-"))
         for g in s.groups:
             unread = "?" if g.unread is None else f"{g.unread:,}"
-            rows.append((s.stream, f"{s.length:,}", g.name, f"{g.pending:,}", age(g.oldest_pending_age_s), unread,
-                         age(g.oldest_unread_age_s), g.last_delivered_id))  # fmt: skip
+            rows.append((s.stream, f"{s.length:,}", memory, g.name, f"{g.pending:,}", age(g.oldest_pending_age_s),
+                         unread, age(g.oldest_unread_age_s), g.last_delivered_id))  # fmt: skip
             for c in g.consumers:
                 consumer_lines.append((s.stream, g.name, c.name, f"{c.pending:,}", age(c.idle_s)))
-    lines += table(rows, right={1, 3, 4, 5, 6})
+    lines += table(rows, right={1, 2, 4, 5, 6, 7})
     lines += ["", "Consumers"]
     if consumer_lines:
         lines += table([("stream", "group", "consumer", "pending", "idle"), *consumer_lines], right={3, 4})
@@ -45,7 +48,8 @@ def render(stats: Stats) -> str:
         lines.append("  none registered")
     d = stats.dead_letters
     newest = f", newest {age(d.newest_age_s)} ago: {d.newest_reason}" if d.length and d.newest_reason else ""
-    lines += ["", f"Dead letters: {d.length:,} in {d.stream}{newest}", "", "Flushers"]
+    memory = f" ({bytes_human(d.memory_bytes)})" if d.memory_bytes else ""
+    lines += ["", f"Dead letters: {d.length:,} in {d.stream}{memory}{newest}", "", "Flushers"]
     beats = {b.consumer: b for b in stats.flushers}
     metrics = {m.get("consumer", "?"): m for m in stats.flusher_metrics}
     if beats or metrics:
@@ -78,3 +82,30 @@ def render(stats: Stats) -> str:
         lines += table(rows, right={1, 2, 3})
     lines += ["", *render_hooks(stats.hooks)]
     return "\n".join(lines)
+
+
+def _redis_lines(stats: Stats) -> list[str]:
+    """Memory against maxmemory, and persistence: what decides whether Redis keeps the events it holds."""
+    r = stats.redis
+    if r.maxmemory_bytes:
+        share = r.used_memory_bytes / r.maxmemory_bytes
+        memory = f"  memory {bytes_human(r.used_memory_bytes)} of {bytes_human(r.maxmemory_bytes)} ({share:.0%})"
+        if share > _MEMORY_WARN:
+            memory += ": near maxmemory, the edge will spool; is a flusher behind?"
+    else:
+        memory = f"  memory {bytes_human(r.used_memory_bytes)} (no maxmemory: the kernel's OOM killer is the limit)"
+    memory += f", policy {r.maxmemory_policy or '?'}"
+    if r.maxmemory_policy and r.maxmemory_policy != "noeviction":
+        memory += " (it may evict stream entries: set noeviction)"
+    streams = sum(s.memory_bytes or 0 for s in stats.streams)
+    dead = bytes_human(stats.dead_letters.memory_bytes or 0)
+    in_streams = (f"  in streams (sampled): events {bytes_human(streams)}, committed (action hooks) "
+                  f"{bytes_human(r.committed_memory_bytes)}, dead letters {dead}")  # fmt: skip
+    saved = f"last RDB save {age(r.last_save_age_s)} ago, {r.changes_since_last_save:,} changes since"
+    if r.aof_enabled:
+        persistence = f"  persistence: append-only on; {saved}"
+    else:
+        persistence = f"  persistence: append-only OFF (a restart loses what is not in Postgres); {saved}"
+    if not r.persistence_ok:
+        persistence += "; THE LAST AOF WRITE OR BACKGROUND SAVE FAILED"
+    return [memory, in_streams, persistence]

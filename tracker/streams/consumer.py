@@ -28,6 +28,7 @@ when it was deleted while pending; `field_value` reads one field of it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -38,6 +39,7 @@ from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
+from tracker.streams.cluster import is_cluster, open_cluster
 from tracker.streams.failures import error_text, is_operational, is_out_of_memory
 
 # Trim one stream to the oldest entry any group still needs: the smallest
@@ -112,18 +114,27 @@ def _raw(response: Any, **options: Any) -> Any:
     return response
 
 
-def open_redis(url: str, *, timeout_s: float, connect_timeout_s: float, health_check_interval: int = 0) -> Redis:
-    """A client whose XREADGROUP and XAUTOCLAIM replies are left as hiredis gives them (RESP2 lists)."""
-    client = Redis.from_url(
-        url,
+def open_redis(url: str, *, timeout_s: float, connect_timeout_s: float, health_check_interval: int = 0,
+               cluster: bool = False) -> Redis:  # fmt: skip
+    """A client whose XREADGROUP and XAUTOCLAIM replies are left as hiredis gives them (RESP2 lists).
+
+    `cluster`: redis-py's cluster client over the seed nodes in `url` (tracker.streams.cluster), which
+    GroupConsumer reads one stream at a time (a command may not span hash slots there).
+    """
+    options: dict[str, Any] = dict(
         protocol=2,  # the raw reply shapes are RESP2's (lists, not maps)
         socket_timeout=timeout_s,
         socket_connect_timeout=connect_timeout_s,
         health_check_interval=health_check_interval,
-        # One immediate reconnect (a pooled connection Redis closed); any other failure is for tracker.streams.retry,
-        # which logs and paces it, rather than redis-py's own backoff of up to 10 tries hidden inside one command.
+        # One immediate reconnect (a pooled connection Redis closed; on a cluster, one more try after reading
+        # the slot map again); any other failure is for tracker.streams.retry, which logs and paces it,
+        # rather than redis-py's own backoff of up to 10 tries hidden inside one command.
         retry=RedisRetry(NoBackoff(), 1),
     )
+    if cluster:
+        client: Any = open_cluster(url, **options)
+    else:
+        client = Redis.from_url(url, **options)
     client.set_response_callback("XREADGROUP", _raw)
     client.set_response_callback("XAUTOCLAIM", _raw)
     return client
@@ -152,6 +163,7 @@ class GroupConsumer:
         # Own pending entries are re-read first, from each stream's cursor; None: done.
         self._pending_from: dict[str, bytes | None] = dict.fromkeys(self.streams, b"0")
         self._claim_from: dict[str, bytes] = dict.fromkeys(self.streams, b"0-0")
+        self._one_slot_each = is_cluster(redis) and len(self.streams) > 1
 
     async def ensure_groups(self) -> None:
         """Make the group on every stream (and the stream) where it is missing; safe to repeat.
@@ -222,16 +234,39 @@ class GroupConsumer:
         else:
             streams = [s for s, cursor in self._pending_from.items() if cursor is not None]
             ids, block = [self._pending_from[s] for s in streams], []
-        reply = await self.redis.execute_command(
-            "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, *block, "STREAMS", *streams, *ids,
-        )  # fmt: skip
-        found = [(as_text(name), entries) for name, entries in reply or ()]
+        if self._one_slot_each:
+            found = await self._read_each(streams, ids, count, block)
+        else:
+            reply = await self.redis.execute_command(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, *block, "STREAMS", *streams, *ids,
+            )  # fmt: skip
+            found = [(as_text(name), entries) for name, entries in reply or ()]
         if pending:
             got = dict(found)
             for stream in streams:
                 entries = got.get(stream)
                 self._pending_from[stream] = entries[-1][0] if entries else None
         return [(name, entries) for name, entries in found if entries]
+
+    async def _read_each(self, streams: list[str], ids: list, count: int, block: list) -> Found:
+        """On a cluster, one XREADGROUP per stream (each its own hash slot), all at once.
+
+        Without waiting first, so that entries on any shard come back at once; only when none has any
+        do they all block, and the read ends when the last one does (at most `block_ms` later).
+        """
+
+        async def one(stream: str, entry_id: Any, wait: list) -> list:
+            return await self.redis.execute_command(
+                "XREADGROUP", "GROUP", self.group, self.consumer, "COUNT", count, *wait, "STREAMS", stream, entry_id,
+            )  # fmt: skip
+
+        found: Found = []
+        for wait in ([], block) if block else ([],):
+            replies = await asyncio.gather(*(one(s, i, wait) for s, i in zip(streams, ids, strict=True)))
+            found = [(as_text(name), entries) for reply in replies for name, entries in reply or ()]
+            if any(entries for _name, entries in found):
+                break
+        return found
 
     async def reclaim(self, count: int) -> Found:
         """Entries idle longer than the claim time in any consumer, taken over by this one.

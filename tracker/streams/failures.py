@@ -35,6 +35,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 
+from tracker.streams.cluster import ClusterRefused
+
 # Failures of the transport or of a server that is going away, coming up, full or read-only:
 # the same work will succeed later, so it is retried as it is.
 REDIS_TRANSIENT = (ConnectionError, TimeoutError, BusyLoadingError, OutOfMemoryError, ReadOnlyError, MasterDownError,
@@ -63,7 +65,9 @@ POSTGRES_TRANSIENT = (
 ANY_TRANSIENT = (*REDIS_TRANSIENT, *POSTGRES_TRANSIENT)
 
 # Retrying cannot help: the program stops with one line saying why.
-REDIS_FATAL = (AuthenticationError, AuthorizationError, AuthenticationWrongNumberOfArgsError, NoPermissionError)
+# ClusterRefused: TRACKER_REDIS_CLUSTER=1 aimed at a single Redis, or a cluster missing slots at start.
+REDIS_FATAL = (AuthenticationError, AuthorizationError, AuthenticationWrongNumberOfArgsError, NoPermissionError,
+               ClusterRefused)  # fmt: skip
 POSTGRES_FATAL = (
     asyncpg.InvalidAuthorizationSpecificationError,  # bad password (InvalidPasswordError), unknown role, pg_hba
     asyncpg.InvalidCatalogNameError,  # the database does not exist
@@ -141,6 +145,8 @@ def describe(exc: BaseException) -> str:
 
 def fatal_hint(exc: BaseException) -> str:
     """What an operator should look at for a fatal error."""
+    if isinstance(exc, ClusterRefused):
+        return "TRACKER_REDIS_CLUSTER=1 needs a cluster serving every hash slot: check REDIS_URL's nodes, or unset it"
     if isinstance(exc, REDIS_FATAL):
         return "check the credentials and permissions in REDIS_URL"
     if isinstance(exc, (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InsufficientPrivilegeError)):

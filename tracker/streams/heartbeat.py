@@ -31,6 +31,7 @@ from redis.backoff import NoBackoff
 
 from tracker.contract.exits import EXIT_FAILED, EXIT_OK
 from tracker.contract.snapshots import encode
+from tracker.streams.cluster import plain_client
 from tracker.streams.retry import Outage, error_text, is_out_of_memory
 from tracker.streams.tasks import bounded
 
@@ -161,9 +162,12 @@ class Heartbeat:
             await bounded(self.redis.delete(self.key, *also_keys), timeout_s)
 
 
-async def check_heartbeat(redis_url: str, key: Callable[[str], str], consumer: str, program: str) -> int:
+async def check_heartbeat(
+    redis_url: str, key: Callable[[str], str], consumer: str, program: str, cluster: bool = False
+) -> int:
     """EXIT_OK if the consumer's heartbeat key is live (any consumer on this host when no name is given)."""
-    client = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2, retry=RedisRetry(NoBackoff(), 1))
+    client = plain_client(redis_url, cluster, socket_timeout=2, socket_connect_timeout=2,
+                          retry=RedisRetry(NoBackoff(), 1))  # fmt: skip
     try:
         if consumer:
             alive = await client.exists(key(consumer))

@@ -1,0 +1,120 @@
+"""Message reports (funnel and time series, clicks per link), cohorts and lifetimes of a list, report links.
+
+Every report reads the flusher's rollups (tracker.domain.analytics); JSON by default, CSV with
+`Accept: text/csv`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge.api._http import ApiContext, json_response, path_id, read_json
+from edge.api.analytics_csv import csv_response, wants_csv
+from edge.api.schemas import (
+    ClickReport,
+    Cohort,
+    CohortReport,
+    FunnelStage,
+    LifetimeReport,
+    MessageReport,
+    ReportLinkIn,
+    ReportLinkOut,
+    SeriesPoint,
+)
+from tracker.domain.analytics import clicks, cohorts, funnel
+from tracker.domain.analytics.params import bad, choice, integer, time_range
+from tracker.domain.analytics.report_links import report_link
+from tracker.domain.errors import NotFound
+
+HOURLY_MAX_DAYS = 31  # an hourly series over more than a month is a day series people cannot read
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+async def message_report(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    message_id = path_id(request, "message_id")
+    query = request.query_params
+    interval = choice(query, "interval", funnel.INTERVALS, "day") or "day"
+    info = await funnel.message_info(conn, message_id)
+    max_days = ctx.settings.edge.analytics_max_range_days
+    if interval == "hour":
+        max_days = min(max_days, HOURLY_MAX_DAYS)
+    start, end = time_range(query, max_days, info["created_at"], _now())
+    result = await funnel.funnel(conn, message_id, interval, start, end)
+    if wants_csv(request):
+        names = [s for s in funnel.STAGES if s != "rendered"] + ["human_opened", "human_clicked"]
+        return csv_response(f"message-{message_id}-{interval}", ["at", *names],
+                            ([point["at"], *(point[n] for n in names)] for point in result.series))  # fmt: skip
+    return json_response(MessageReport(
+        message_id, result.channel, result.name,
+        [msgspec.convert(stage, FunnelStage, from_attributes=True) for stage in result.stages],
+        result.dwell_s, interval, start, end, [SeriesPoint(**point) for point in result.series],
+    ))  # fmt: skip
+
+
+async def message_clicks(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    message_id = path_id(request, "message_id")
+    version = integer(request.query_params, "version", None, 1, 2**31 - 1)
+    result = await clicks.click_map(conn, message_id, version)
+    if wants_csv(request):
+        return csv_response(
+            f"message-{message_id}-v{result.version}-clicks",
+            ["index", "url", "text", "total", "uniques", "human", "share"],
+            ([c.index, c.url, c.text, c.total, c.uniques, c.human, c.share] for c in result.links),
+        )
+    return json_response(msgspec.convert(result, ClickReport, from_attributes=True))
+
+
+def _resource(request: Request) -> int:
+    resource = integer(request.query_params, "resource", None)
+    if resource is None:
+        raise bad("resource", "required: the id of a resource (subscription list)")
+    return resource
+
+
+async def cohort_report(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    resource = _resource(request)
+    period = choice(request.query_params, "period", cohorts.PERIODS, "week") or "week"
+    now = _now()
+    default_start = now - dt.timedelta(weeks=12) if period == "week" else now - dt.timedelta(days=365)
+    start, end = time_range(request.query_params, ctx.settings.edge.analytics_max_range_days, default_start, now)
+    rows = await cohorts.cohorts(conn, resource, period, start, end, now)
+    if wants_csv(request):
+        return csv_response(f"cohorts-{resource}-{period}", ["cohort", "profiles", "period", "active", "share"],
+                            ([c.start, c.profiles, i, a, s] for c in rows
+                             for i, (a, s) in enumerate(zip(c.active, c.share, strict=True))))  # fmt: skip
+    cohort_rows = [Cohort(c.start, c.profiles, c.active, c.share) for c in rows]
+    return json_response(CohortReport(resource, period, start, end, cohort_rows))  # type: ignore[arg-type]
+
+
+async def lifetime_report(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    resource = _resource(request)
+    status = choice(request.query_params, "status", ("subscribed", "unsubscribed", "pending", "any"), "any")
+    statuses = ["pending", "subscribed", "unsubscribed"] if status == "any" else [status or "subscribed"]
+    result = await cohorts.lifetime(conn, resource, statuses)
+    if wants_csv(request):
+        return csv_response(f"lifetime-{resource}", ["measure", "low", "high", "profiles"],
+                            ([name, b["low"], b["high"], b["profiles"]] for name, m in result["measures"].items()
+                             for b in m["histogram"]))  # fmt: skip
+    return json_response(msgspec.convert(result, LifetimeReport))
+
+
+async def create_report_link(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
+    body = await read_json(request, ctx, ReportLinkIn)
+    row = await conn.fetchrow("select current_version from messages where id = $1", body.message_id)
+    if row is None:
+        raise NotFound("message", body.message_id)
+    if body.version is not None and not await conn.fetchval(
+        "select exists (select from link_table_versions where message_id = $1 and version = $2)",
+        body.message_id, body.version,
+    ):  # fmt: skip
+        raise NotFound(f"message {body.message_id} version", body.version)
+    link = report_link(ctx.settings, body.message_id, body.page, body.version)
+    return json_response(ReportLinkOut(link.url, dt.datetime.fromtimestamp(link.expires_at, dt.UTC)), 201)
