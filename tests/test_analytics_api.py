@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 from tests.api_helpers import running_api
 from tests.flusher_helpers import drain, event, make_profiles, make_resource, now_us, push
 from tracker.domain.analytics.report_links import report_link
-from tracker.domain.analytics.verdict_rollups import APPLY_ROLLUPS
 from tracker.domain.verdict_store import Change, change_verdicts
 
 HTML = """<html><body><h1>Spring sale</h1>
@@ -100,7 +99,6 @@ async def test_verdict_changes_move_the_rollups_by_the_same_deltas(settings, pg,
                               " and link_index = 0", message)  # fmt: skip
         async with pg.transaction():
             changed = await change_verdicts(pg, [Change(r["id"].bytes, r["ts"], "machine", ("burst",)) for r in rows])
-            await pg.execute(APPLY_ROLLUPS)
         assert changed == 2
         assert await pg.fetchval("select human from message_link_clicks where message_id = $1 and idx = 0",
                                  message) == 0  # fmt: skip
@@ -124,9 +122,10 @@ async def test_lists_filter_and_page(settings, pg, redis) -> None:
         active = (await api.call("GET", "/profiles", params={"active_since": since, "after": p1 - 1,
                                                             "limit": 3})).json()  # fmt: skip
         assert [p["id"] for p in active["profiles"]] == [p1, p2]
-        await pg.execute("insert into profile_fields (name, type) values ('tier', 'string') on conflict do nothing")
-        await pg.execute("update profiles set fields = '{\"tier\": \"gold\"}' where id = $1", p3)
-        gold = (await api.call("GET", f"/profiles?field=tier:gold&after={p1 - 1}")).json()
+        # A field of its own: profile fields are shared by every test of the session.
+        await pg.execute("insert into profile_fields (name, type) values ('plan', 'string') on conflict do nothing")
+        await pg.execute("update profiles set fields = '{\"plan\": \"gold\"}' where id = $1", p3)
+        gold = (await api.call("GET", f"/profiles?field=plan:gold&after={p1 - 1}")).json()
         assert [p["id"] for p in gold["profiles"]] == [p3]
         resource = await make_resource(pg)
         await pg.execute("insert into subscriptions (profile_id, resource_id, status) values ($1, $2, 'unsubscribed')",

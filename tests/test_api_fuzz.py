@@ -19,7 +19,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 from schemathesis.core.failures import FailureGroup
-from schemathesis.specs.openapi.checks import positive_data_acceptance
+from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
 
 from edge.api import ENDPOINTS
 from edge.api.openapi import build_openapi
@@ -46,7 +46,18 @@ _SEMANTIC = {
     ("POST", "/api/v1/hooks"),
     ("PATCH", "/api/v1/hooks/{hook_id}"),
     ("POST", "/api/v1/hooks/{hook_id}/replay"),
+    # Report filters that go together (a status needs its list), name rows (a field, a resource) or are
+    # dates (ISO 8601 strings: no JSON Schema pattern tells Feb 30 from Feb 28).
+    ("GET", "/api/v1/messages"),
+    ("GET", "/api/v1/profiles"),
+    ("GET", "/api/v1/reports/cohorts"),
+    ("GET", "/api/v1/reports/lifetime"),
 }
+
+# A negative case of this operation that "violates" the query by a parameter whose value is None (the
+# client then sends nothing) and the security header (which this harness always sends): what reaches the
+# edge is a valid request, rightly answered 200. Every other check still runs on it.
+_NEGATIVE_ARTIFACTS = {("GET", "/api/v1/profiles")}
 
 
 async def test_no_api_operation_answers_5xx_or_off_its_schema(
@@ -107,6 +118,8 @@ class _Run:
     def operation(self, operation, mode: GenerationMode) -> None:
         name = (operation.method.upper(), operation.path)
         excluded = [positive_data_acceptance] if name in _SEMANTIC else []
+        if name in _NEGATIVE_ARTIFACTS and mode == GenerationMode.NEGATIVE:
+            excluded.append(negative_data_rejection)
 
         @given(case=operation.as_strategy(generation_mode=mode))
         @settings(

@@ -14,9 +14,17 @@ def bad(name: str, problem: str) -> InputError:
     return InputError("invalid_parameter", f"query parameter {name}: {problem}")
 
 
-def integer(query: Mapping[str, str], name: str, default: int | None, low: int = 1, high: int = MAX_ID) -> int | None:
+def _given(query: Mapping[str, str], name: str) -> str | None:
+    """The value, None when the parameter is absent; `name=` with nothing is an error, not a default."""
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw == "":
+        raise bad(name, "is empty (leave it out for the default)")
+    return raw
+
+
+def integer(query: Mapping[str, str], name: str, default: int | None, low: int = 1, high: int = MAX_ID) -> int | None:
+    raw = _given(query, name)
+    if raw is None:
         return default
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
         raise bad(name, f"expected an integer from {low} to {high}, got {raw[:40]!r}")
@@ -24,8 +32,8 @@ def integer(query: Mapping[str, str], name: str, default: int | None, low: int =
 
 
 def choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str | None) -> str | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
+    raw = _given(query, name)
+    if raw is None:
         return default
     if raw not in allowed:
         raise bad(name, f"expected one of {', '.join(allowed)}, got {raw[:40]!r}")
@@ -34,8 +42,8 @@ def choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...], defaul
 
 def moment(query: Mapping[str, str], name: str) -> dt.datetime | None:
     """An ISO 8601 date (midnight UTC) or date and time (UTC when no offset is given)."""
-    raw = query.get(name)
-    if raw is None or raw == "":
+    raw = _given(query, name)
+    if raw is None:
         return None
     try:
         value = dt.datetime.fromisoformat(raw)
