@@ -57,20 +57,21 @@ class Judge:
         traps = await self._trap_links(conn, {(c.message_id, c.link[0]) for c in every})
         burst = bursts(every, rules)
         trapped = honeypot_marked(every, traps, rules) | {c.id for c in every if (c.message_id, *c.link) in traps}
-        networks = self.networks.current()
+        label_of = self.networks.current().label_of
+        counts = self.counts
         out = []
         for event in events:
-            if event.kind in JUDGED:
-                verdict, reasons = judge(
-                    event.kind, event.ts_us, event.ua_class, event.signals,
-                    sent_at_us=reference_time(times.get((event.message_id, event.profile_id), ()), event.ts_us),
-                    network=networks.label_of(event.ip_prefix), burst=event.id in burst,
-                    honeypot=event.id in trapped, rules=rules,
-                )  # fmt: skip
-            else:
-                verdict, reasons = "unknown", ()
+            if event.kind not in JUDGED:
+                out.append(event)  # stored as "unknown", no reasons: no person's action to judge
+                continue
+            pair_times = times.get((event.message_id, event.profile_id))
+            verdict, reasons = judge(
+                event.kind, event.ts_us, event.ua_class, event.signals,
+                sent_at_us=reference_time(pair_times, event.ts_us) if pair_times else None,
+                network=label_of(event.ip_prefix), burst=event.id in burst, honeypot=event.id in trapped, rules=rules,
+            )  # fmt: skip
             for reason in reasons:
-                self.counts[verdict, reason] += 1
+                counts[verdict, reason] += 1
             out.append(msgspec.structs.replace(event, verdict=verdict, reasons=reasons))
         return Judged(out, _turned(stored, burst, trapped))
 

@@ -71,18 +71,37 @@ class NetworkList:
             return self._cache[prefix]
         except KeyError:
             pass
-        try:
-            network = ipaddress.ip_network(prefix, strict=False)
-        except ValueError:
-            found = None
+        span = _ipv4_span(prefix)
+        if span is not None:
+            found = self._ranges[4].overlapping(*span)
         else:
-            found = self._ranges[network.version].overlapping(
-                int(network.network_address), int(network.broadcast_address)
-            )
+            try:
+                network = ipaddress.ip_network(prefix, strict=False)
+            except ValueError:
+                found = None
+            else:
+                found = self._ranges[network.version].overlapping(
+                    int(network.network_address), int(network.broadcast_address)
+                )
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
         self._cache[prefix] = found
         return found
+
+
+def _ipv4_span(prefix: str) -> tuple[int, int] | None:
+    """(first, last) address of an IPv4 "a.b.c.d/n" as the edge writes them, without ipaddress's cost
+    (about 20 times less); None for anything else (IPv6, odd spellings), which ipaddress then reads."""
+    address, _, bits = prefix.partition("/")
+    parts = address.split(".")
+    if len(parts) != 4 or not bits.isdigit() or not all(p.isdigit() and len(p) <= 3 for p in parts):
+        return None
+    value = (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
+    size = int(bits)
+    if value > 0xFFFFFFFF or max(map(int, parts)) > 255 or size > 32:
+        return None
+    host = (1 << (32 - size)) - 1
+    return value & ~host & 0xFFFFFFFF, (value & ~host & 0xFFFFFFFF) | host
 
 
 def parse(text: str, source: str) -> NetworkList:
