@@ -37,6 +37,9 @@ from tracker.config import Settings
 from tracker.contract.schema import migrate
 from tracker.domain.hook_streams import backlog_entries, create_groups, set_hooks_count
 
+# The receivers and RabbitMQ run on this machine: action hooks refuse loopback unless it is allowed.
+_LOOPBACK = {"TRACKER_HOOKS_ALLOWED_DESTINATIONS": "127.0.0.0/8"}
+
 
 def serve_receiver(port: int) -> None:
     """A plain HTTP receiver answering 200 to every POST (run in its own process)."""
@@ -98,7 +101,7 @@ async def bench(args: argparse.Namespace) -> None:
             events = make_events(args.events, profile_ids, message_ids, rng)
             await push(redis, prefix, args.shards, events, args.per_entry)
             settings = Settings.from_env(
-                {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url},
+                {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url, **_LOOPBACK},
                 stream_prefix=prefix, stream_shards=args.shards, flusher={"consumer": "bench"},
             )  # fmt: skip
             worker = None
@@ -106,7 +109,7 @@ async def bench(args: argparse.Namespace) -> None:
                 await conn.execute("delete from hooks")
                 await add_hooks(conn, redis, settings, ports, args.amqp_url, queue)
             if with_hooks and not args.no_worker:
-                env = {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url,
+                env = {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url, **_LOOPBACK,
                        "TRACKER_STREAM_PREFIX": prefix, "TRACKER_STREAM_SHARDS": str(args.shards)}  # fmt: skip
                 worker = subprocess.Popen([sys.executable, "-m", "forwarder.cli", "--log-level", "warning"],
                                           env=env)  # fmt: skip
