@@ -123,9 +123,11 @@ async def test_lists_filter_and_page(settings, pg, redis) -> None:
                                                             "limit": 3})).json()  # fmt: skip
         assert [p["id"] for p in active["profiles"]] == [p1, p2]
         # A field of its own: profile fields are shared by every test of the session.
-        await pg.execute("insert into profile_fields (name, type) values ('plan', 'string') on conflict do nothing")
-        await pg.execute("update profiles set fields = '{\"plan\": \"gold\"}' where id = $1", p3)
-        gold = (await api.call("GET", f"/profiles?field=plan:gold&after={p1 - 1}")).json()
+        await pg.execute(
+            "insert into profile_fields (name, type) values ('analytics_plan', 'string') on conflict do nothing"
+        )
+        await pg.execute("update profiles set fields = '{\"analytics_plan\": \"gold\"}' where id = $1", p3)
+        gold = (await api.call("GET", f"/profiles?field=analytics_plan:gold&after={p1 - 1}")).json()
         assert [p["id"] for p in gold["profiles"]] == [p3]
         resource = await make_resource(pg)
         await pg.execute("insert into subscriptions (profile_id, resource_id, status) values ($1, $2, 'unsubscribed')",
