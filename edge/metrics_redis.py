@@ -33,7 +33,7 @@ from tracker.contract.keys import (
     forwarders_set_key,
     hooks_count_key,
 )
-from tracker.streams.cluster import is_cluster, on_masters
+from tracker.streams.cluster import fullest, is_cluster, on_masters
 
 CACHE_S = 5.0
 _TIMEOUT_S = 1.0
@@ -88,7 +88,7 @@ class RedisFacts:
         infos = [reply for reply in replies.values() if isinstance(reply, dict)]
         if not infos:
             raise RedisError(f"no master answered INFO: {list(replies.values())[:1]}")
-        return max(infos, key=_memory_ratio)
+        return fullest(infos)
 
     async def _alive(self, per_stream: list[list[Any]], forwarders: Any) -> dict[str, int]:
         """Live heartbeats by program: flushers are the members of the flushers' groups, hooks workers the set's."""
@@ -183,8 +183,3 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def _memory_ratio(info: dict[str, Any]) -> float:
-    limit = _int(info.get("maxmemory")) or 0
-    return (_int(info.get("used_memory")) or 0) / limit if limit else 0.0

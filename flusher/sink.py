@@ -22,7 +22,7 @@ from flusher.batch import Batch
 from flusher.judging import Judge
 from tracker.config import Settings
 from tracker.contract.events import TIMELESS_ID_PREFIX, Event, encode_event
-from tracker.domain.verdict_store import Change, change_verdicts
+from tracker.domain.verdict_store import Change, change_verdicts, micros, moment
 from tracker.domain.verdicts import CLICKS
 from tracker.streams.retry import POSTGRES_FATAL, POSTGRES_TRANSIENT
 
@@ -183,11 +183,11 @@ class PostgresSink:
         low, high = min(e.ts_us for e in timeless) - slack, max(e.ts_us for e in timeless) + slack
         rows = await conn.fetch(
             "select id, ts from events where id = any($1::uuid[]) and ts >= $2 and ts <= $3",
-            [e.id for e in timeless], _datetime(low), _datetime(high),
+            [e.id for e in timeless], moment(low), moment(high),
         )  # fmt: skip
         for row in rows:
             found = batch.events.get(row["id"])
-            if found is not None and found[0].ts_us != (row["ts"] - _EPOCH) // _MICROSECOND:
+            if found is not None and found[0].ts_us != micros(row["ts"]):
                 batch.drop_duplicate(row["id"])
 
     def _check_times(self, batch: Batch) -> None:
@@ -212,14 +212,6 @@ class PostgresSink:
             needed = {partitions.day_of(event.ts_us) for event in events} - self._days
             await partitions.create_days(conn, needed)
             self._days |= needed
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_MICROSECOND = dt.timedelta(microseconds=1)
-
-
-def _datetime(ts_us: int) -> dt.datetime:
-    return _EPOCH + ts_us * _MICROSECOND
 
 
 def _one_day_partition(events: list[Event]) -> str | None:

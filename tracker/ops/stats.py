@@ -79,7 +79,9 @@ def connect(settings: Settings) -> Redis:
     if settings.redis_cluster:
         from redis.cluster import ClusterNode, RedisCluster
 
-        first, *others = [url.strip() for url in settings.redis_url.split(",") if url.strip()]
+        from tracker.streams.cluster import seed_urls
+
+        first, *others = seed_urls(settings.redis_url)
         seeds = [ClusterNode(u.hostname or "127.0.0.1", u.port or 6379) for u in map(urlsplit, others)]
         return RedisCluster.from_url(first, startup_nodes=seeds or None, socket_timeout=3,  # type: ignore[return-value]
                                      socket_connect_timeout=2)  # fmt: skip
@@ -91,6 +93,8 @@ def _clock_and_info(redis: Redis) -> tuple[float, dict[str, Any]]:
     one that fills first), with `cluster_masters` added. Keyless commands do not go in a cluster pipeline."""
     from redis.cluster import RedisCluster
 
+    from tracker.streams.cluster import fullest
+
     if not isinstance(redis, RedisCluster):
         pipe = redis.pipeline(transaction=False)
         pipe.time()
@@ -99,12 +103,7 @@ def _clock_and_info(redis: Redis) -> tuple[float, dict[str, Any]]:
         return seconds * 1000 + micros / 1000, info
     infos = redis.info(target_nodes=RedisCluster.PRIMARIES)
     infos = infos if isinstance(infos, dict) and all(isinstance(v, dict) for v in infos.values()) else {"": infos}
-
-    def ratio(info: dict[str, Any]) -> float:
-        limit = int(info.get("maxmemory", 0) or 0)
-        return int(info.get("used_memory", 0)) / limit if limit else 0.0
-
-    info = dict(max(infos.values(), key=ratio))
+    info = dict(fullest(infos.values()))
     info["cluster_masters"] = len(infos)
     seconds, micros = redis.time(target_nodes=RedisCluster.RANDOM)
     return seconds * 1000 + micros / 1000, info

@@ -24,6 +24,7 @@ Two kinds of cluster failure are told apart, as the programs' retry policy
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -178,9 +179,15 @@ async def fullest_memory(redis: Redis | RedisCluster) -> dict[str, Any]:
     if not infos:
         raise next(iter(replies.values()), ClusterUnavailable("Redis Cluster: no master known"))
 
-    def ratio(info: dict) -> float:
+    return fullest(infos)
+
+
+def fullest(infos: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Of several masters' INFO replies, the one closest to its maxmemory (the first to fill up)."""
+
+    def ratio(info: dict[str, Any]) -> float:
         limit = int(info.get("maxmemory", 0) or 0)
-        return int(info.get("used_memory", 0)) / limit if limit else 0.0
+        return int(info.get("used_memory", 0) or 0) / limit if limit else 0.0
 
     return max(infos, key=ratio)
 
