@@ -4,10 +4,11 @@ A click is stored at once (counters included) but its link attributes and its ac
 delivery wait `FLUSHER_SETTLE_S` in `settling_clicks`, so that a burst or a honeypot fetch
 arriving meanwhile can still make it a machine's (flusher.judging). One transaction takes the
 due clicks (skip locked: several flushers share the table), applies the effects of those whose
-verdict allows them and marks them applied; after the commit they go to the committed streams
-and are marked forwarded. A flusher that dies in between leaves them `applied` with a retry
-time: they are forwarded again (at least once, as every action-hook delivery), never applied
-twice. Forwarded rows stay a while as the history the burst and honeypot rules read.
+verdict allows them, puts them on the committed streams and marks them forwarded, then commits.
+The streams are written before the commit: a commit that fails leaves the clicks waiting, so the
+next pass applies their effects (once: the failed transaction applied nothing) and forwards them
+again (at least once, as every action-hook delivery). One write per click after its insert.
+Forwarded rows stay a while as the history the burst and honeypot rules read.
 """
 
 from __future__ import annotations
@@ -30,23 +31,20 @@ with due as (
     order by due_at limit $1
     for update skip locked
 ), taken as (
-    update settling_clicks c set state = 'applied', due_at = now() + $2 * interval '1 second'
+    update settling_clicks c set state = 'forwarded'
     from due where c.event_id = due.event_id and c.ts = due.ts
-    returning c.event_id, c.ts, c.profile_id, c.verdict, c.reasons, c.event, due.state as was
+    returning c.event_id, c.ts, c.message_id, c.profile_id, c.link_version, c.link_index, c.verdict, c.reasons,
+              c.event, due.state as was
 ), fresh as (
-    insert into flush_settled (event_id, ts, profile_id, verdict, reasons, event)
-    select event_id, ts, profile_id, verdict, reasons, event from taken where was = 'waiting'
+    -- `applied`: left by an earlier version of the flusher, effects done, only forwarding was due
+    insert into flush_settled (event_id, ts, message_id, profile_id, link_version, link_index, verdict, event)
+    select event_id, ts, message_id, profile_id, link_version, link_index, verdict, event
+    from taken where was = 'waiting'
 )
 select event_id, ts, verdict, reasons, event from taken
 """
-_FORWARDED = """
-update settling_clicks c set state = 'forwarded'
-from unnest($1::uuid[], $2::timestamptz[]) as f(event_id, ts)
-where c.event_id = f.event_id and c.ts = f.ts
-"""
 _FORGET = "delete from settling_clicks where state = 'forwarded' and ts < now() - $1 * interval '1 second'"
 SETTLE_BATCH = 5000
-_REFORWARD_AFTER_S = 60.0  # an applied click not marked forwarded by then is forwarded again
 _FORGET_EVERY_S = 60.0
 
 
@@ -63,19 +61,18 @@ class Settler:
     async def settle(self, conn: asyncpg.Connection) -> int:
         """One pass over what is due; returns how many clicks it took (call again while it is a full batch)."""
         async with conn.transaction():
-            rows = await conn.fetch(_TAKE, SETTLE_BATCH, _REFORWARD_AFTER_S)
+            rows = await conn.fetch(_TAKE, SETTLE_BATCH)
             if rows:
                 await conn.execute(LINK_ATTRIBUTES, self.allowed)
                 await conn.execute(ATTRIBUTE_EFFECTS)
-        if rows:
-            events: list[Event] = [
-                msgspec.structs.replace(decode_event(row["event"]), verdict=row["verdict"],
-                                        reasons=tuple(row["reasons"]))
-                for row in rows
-            ]  # fmt: skip
-            await self.feed.forward_events(events)
-            await conn.execute(_FORWARDED, [row["event_id"] for row in rows], [row["ts"] for row in rows])
-            self.settled += len(rows)
+                events: list[Event] = [
+                    msgspec.structs.replace(decode_event(row["event"]), verdict=row["verdict"],
+                                            reasons=tuple(row["reasons"]))
+                    for row in rows
+                ]  # fmt: skip
+                # Before the commit: a failure here rolls the effects back and the clicks stay due.
+                await self.feed.forward_events(events)
+        self.settled += len(rows)
         if time.monotonic() - self._forgot_at >= _FORGET_EVERY_S:
             self._forgot_at = time.monotonic()
             await conn.execute(_FORGET, self.keep_s)

@@ -22,6 +22,7 @@ from flusher.batch import Batch
 from flusher.judging import Judge
 from tracker.config import Settings
 from tracker.contract.events import TIMELESS_ID_PREFIX, Event, encode_event
+from tracker.domain.analytics import active_days
 from tracker.domain.verdict_store import Change, change_verdicts, micros, moment
 from tracker.domain.verdicts import CLICKS
 from tracker.streams.retry import POSTGRES_FATAL, POSTGRES_TRANSIENT
@@ -39,11 +40,12 @@ class Stored:
 
 
 class PostgresSink:
-    def __init__(self, settings: Settings, judge: Judge | None = None) -> None:
+    def __init__(self, settings: Settings, judge: Judge | None = None, *, with_rollups: bool = True) -> None:
         self.settings = settings
         self.judge = judge or Judge(settings)
         self.conn: asyncpg.Connection | None = None
-        self._effects = effects.effects_script(settings)
+        self._effects = effects.effects_script(settings, with_rollups=with_rollups)
+        self._active_days = active_days.ActiveDays() if with_rollups else None
         # Messages are never re-numbered, so a message seen once is known for good.
         self._known_messages: set[int] = set()
         self._days: set[dt.date] = set()
@@ -148,14 +150,20 @@ class PostgresSink:
              encode_event(e) if e.kind in CLICKS else None)
             for e in events
         ]  # fmt: skip
+        # From every event, duplicates included: a duplicate's day is stored already (its first copy's).
+        days = self._active_days.unknown((e.kind, e.profile_id, e.ts_us) for e in events) if self._active_days else []
         async with conn.transaction():
             await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
             status = await conn.execute(effects.insert_new(_one_day_partition(events)))
             new = int(status.rsplit(" ", 1)[-1])
             if new:
                 await conn.execute(self._effects)
+            if days:
+                await conn.execute(active_days.INSERT, *active_days.as_arrays(days))
             # Earlier clicks a new burst or honeypot fetch shows to be a machine's (harmless to repeat).
             await change_verdicts(conn, changes)
+        if days:
+            self._active_days.stored(days)
         return new
 
     async def _check_messages(self, conn: asyncpg.Connection, batch: Batch) -> None:

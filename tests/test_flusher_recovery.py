@@ -184,7 +184,10 @@ async def test_check_fails_while_batches_wait_on_a_refusing_database_and_passes_
     # Logged once when it began and once when it ended, not once per try.
     failed = [line for line in log.splitlines() if "Postgres: store a batch" in line and " failed: " in line]
     recovered = [line for line in log.splitlines() if "Postgres: store a batch" in line and " recovered after " in line]
-    assert len(failed) == 1 and "not currently accepting connections" in log, log
+    # The first try may meet the session the server ended (asyncpg then reports its own state error)
+    # rather than the refusal; either way one line says it began.
+    assert len(failed) == 1, log
+    assert "not currently accepting connections" in log or "InternalClientError" in failed[0], log
     assert len(recovered) == 1, log
     assert "heartbeat withdrawn" in log and "heartbeat back" in log
 

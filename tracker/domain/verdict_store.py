@@ -47,15 +47,19 @@ async def reference_times(conn: asyncpg.Connection, pairs: set[tuple[int, int]])
     if not pairs:
         return {}
     messages, profiles = [p[0] for p in pairs], [p[1] for p in pairs]
+    # Lateral: one index probe per pair. A plain join let the planner sort the whole stats table
+    # for each batch (it cannot tell how many pairs the arrays hold).
     rows = await conn.fetch(
         """
-        with wanted as (select * from unnest($1::bigint[], $2::bigint[]) as w(message_id, profile_id))
-        select s.message_id, s.profile_id, s.first_at as a, s.last_at as b
-        from wanted w join message_profile_stats s
-          on s.message_id = w.message_id and s.profile_id = w.profile_id and s.kind in ('sent', 'delivered')
-        union all
-        select r.message_id, r.profile_id, r.rendered_at, r.rendered_at
-        from wanted w join message_renders r on r.message_id = w.message_id and r.profile_id = w.profile_id
+        select w.message_id, w.profile_id, t.a, t.b
+        from unnest($1::bigint[], $2::bigint[]) as w(message_id, profile_id)
+        cross join lateral (
+            select s.first_at as a, s.last_at as b from message_profile_stats s
+            where s.message_id = w.message_id and s.profile_id = w.profile_id and s.kind in ('sent', 'delivered')
+            union all
+            select r.rendered_at, r.rendered_at from message_renders r
+            where r.message_id = w.message_id and r.profile_id = w.profile_id
+        ) t
         """,
         messages, profiles,
     )  # fmt: skip
@@ -95,8 +99,10 @@ async def recent_clicks(
         """
         select c.event_id, c.ts, c.message_id, c.ip_prefix, c.link_version, c.link_index, c.verdict, c.reasons
         from unnest($1::bigint[], $2::text[]) as w(message_id, ip_prefix)
-        join settling_clicks c on c.message_id = w.message_id and c.ip_prefix = w.ip_prefix
-        where c.ts between $3 and $4
+        cross join lateral (  -- an index probe per source (settling_clicks_neighbours)
+            select * from settling_clicks c
+            where c.message_id = w.message_id and c.ip_prefix = w.ip_prefix and c.ts between $3 and $4
+        ) c
         """,
         [s[0] for s in sources], [s[1] for s in sources], moment(low_us), moment(high_us),
     )  # fmt: skip

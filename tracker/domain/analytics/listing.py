@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from tracker.domain.analytics.active_days import ACTIVE_KINDS
 from tracker.domain.analytics.params import bad, choice, integer, moment
 from tracker.domain.errors import NotFound
 from tracker.domain.profile_fields import load_fields, parse_text
@@ -77,7 +78,13 @@ async def profiles_page(
                          f" and m.profile_id = p.id and m.kind = any({arg(kinds)}::text[]))")  # fmt: skip
     since = moment(query, "active_since")
     if since is not None:
-        where.append(f"exists (select from profile_activity a where a.profile_id = p.id and a.last_at >= {arg(since)})")
+        # The day rows narrow it down (a probe of their primary key); the profile's timeline index says
+        # whether one of that day's actions, or a later one's, is at or after the moment asked.
+        at = arg(since)
+        where.append(f"exists (select from profile_active_days d where d.profile_id = p.id"
+                     f" and d.day >= ({at}::timestamptz at time zone 'UTC')::date)"
+                     f" and exists (select from events e where e.profile_id = p.id and e.ts >= {at}"
+                     f" and e.kind = any({arg(sorted(ACTIVE_KINDS))}::text[]))")  # fmt: skip
     sql = f"select {columns} from profiles p where {' and '.join(where)} order by p.id limit {arg(limit + 1)}"
     rows = await conn.fetch(sql, *args)
     return rows[:limit], (rows[limit - 1]["id"] if len(rows) > limit else None)

@@ -1,0 +1,49 @@
+"""The UTC days on which each profile did something itself: what cohorts and "active since" read.
+
+The flusher writes one `profile_active_days` row per profile and day, in the batch's transaction.
+Most events of a day fall on a (profile, day) row that exists already, so the flusher remembers
+the rows it has stored and sends only the others: a row it forgot, or one another flusher wrote,
+is sent again and `on conflict do nothing` keeps one. The memory is bounded and only ever skips
+rows that are known to be in Postgres.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+# What the person did (not what was done to them): opens, reads, clicks, site actions.
+ACTIVE_KINDS = frozenset({"opened", "read", "clicked", "push_opened", "push_clicked", "site_action"})
+_US_PER_DAY = 86_400 * 1_000_000
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+_KNOWN_MAX = 2_000_000  # about 150 MB at most; forgetting costs a re-sent row, nothing else
+
+INSERT = """
+insert into profile_active_days (profile_id, day)
+select profile_id, day from unnest($1::bigint[], $2::date[]) as t(profile_id, day)
+order by 1, 2
+on conflict do nothing
+"""
+
+
+class ActiveDays:
+    def __init__(self, known_max: int = _KNOWN_MAX) -> None:
+        self._known: set[tuple[int, int]] = set()
+        self._known_max = known_max
+
+    def unknown(self, events: Iterable[tuple[str, int, int]]) -> list[tuple[int, int]]:
+        """(profile, day number) pairs of these (kind, profile, ts_us) not known to be stored."""
+        known = self._known
+        found = {(profile, ts_us // _US_PER_DAY) for kind, profile, ts_us in events
+                 if profile and kind in ACTIVE_KINDS}  # fmt: skip
+        return sorted(found - known)
+
+    def stored(self, pairs: list[tuple[int, int]]) -> None:
+        """After the commit: these rows are in Postgres."""
+        if len(self._known) + len(pairs) > self._known_max:
+            self._known.clear()
+        self._known.update(pairs)
+
+
+def as_arrays(pairs: list[tuple[int, int]]) -> tuple[list[int], list[dt.date]]:
+    return [p for p, _ in pairs], [dt.date.fromordinal(_EPOCH_ORDINAL + d) for _, d in pairs]
