@@ -93,15 +93,21 @@ def _ipv4_span(prefix: str) -> tuple[int, int] | None:
     """(first, last) address of an IPv4 "a.b.c.d/n" as the edge writes them, without ipaddress's cost
     (about 20 times less); None for anything else (IPv6, odd spellings), which ipaddress then reads."""
     address, _, bits = prefix.partition("/")
-    parts = address.split(".")
-    if len(parts) != 4 or not bits.isdigit() or not all(p.isdigit() and len(p) <= 3 for p in parts):
+    digits = address.replace(".", "")
+    # ASCII digits only (int() would also take "+1", " 1", "1_0" and other scripts' digits).
+    if not (digits.isdigit() and digits.isascii() and bits.isdigit() and bits.isascii()):
         return None
-    value = (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
+    parts = address.split(".")
+    if len(parts) != 4 or not 0 < len(parts[0]) <= 3 or not 0 < len(parts[1]) <= 3 or not 0 < len(parts[2]) <= 3 \
+            or not 0 < len(parts[3]) <= 3:
+        return None
+    a, b, c, d = map(int, parts)
     size = int(bits)
-    if value > 0xFFFFFFFF or max(map(int, parts)) > 255 or size > 32:
+    if a > 255 or b > 255 or c > 255 or d > 255 or size > 32:
         return None
     host = (1 << (32 - size)) - 1
-    return value & ~host & 0xFFFFFFFF, (value & ~host & 0xFFFFFFFF) | host
+    first = ((a << 24) | (b << 16) | (c << 8) | d) & ~host & 0xFFFFFFFF
+    return first, first | host
 
 
 def parse(text: str, source: str) -> NetworkList:
