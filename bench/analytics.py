@@ -7,7 +7,9 @@ Reports: makes a throwaway database (dropped at the end), seeds profiles, lists 
 messages with ten links each, and --events events straight into `events` with generate_series
 (not through the edge), then the rollups and counters from them with one INSERT ... SELECT each,
 as the flusher would have left them. Then times each report endpoint in process (the edge app with
-its pool, an httpx client) over random messages, lists and profiles: p50 and p99 per endpoint.
+its pool, an httpx client) over random messages, lists and profiles: p50 and p99 per endpoint. The
+list reports (cohorts, lifetime) are served from snapshots: timed cold (each list's first request,
+computed before answering), warm, and warm while stale snapshots refresh in the background.
 
 Drain: the flusher's drain rate with the rollups and without them, round after round in the same
 run (bench.flusher_drain's events and seed), and their ratio (target >= 0.9).
@@ -23,6 +25,7 @@ import secrets
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -32,16 +35,19 @@ from redis.asyncio import Redis
 from bench import flusher_drain
 from bench._services import database_url_for
 from edge.app import create_app
-from flusher import rollups
+from flusher.sink import PostgresSink
 from flusher.worker import Flusher
 from tracker.config import Settings
 from tracker.contract.schema import migrate
+from tracker.domain.analytics import report_snapshots
 from tracker.domain.analytics.report_links import report_link
 from tracker.domain.api_keys import create_api_key
 from tracker.domain.messages import register_message
 
-KINDS = ("array['delivered', 'delivered', 'delivered', 'opened', 'opened', 'clicked', 'read', 'sent', 'soft_bounce',"
-         " 'unsubscribed']")
+KINDS = (
+    "array['delivered', 'delivered', 'delivered', 'opened', 'opened', 'clicked', 'read', 'sent', 'soft_bounce',"
+    " 'unsubscribed']"
+)
 
 _SEED_EVENTS = f"""
 insert into events (id, ts, kind, channel, message_id, profile_id, link_version, link_index, ua_class, ip_prefix,
@@ -73,11 +79,6 @@ _SEED_ROLLUPS = [
     " group by 1, 2, 3",
     "insert into message_read_dwell select message_id, least(floor((data->>'dwell_s')::float8), 3600)::int, count(*)"
     " from events where kind = 'read' group by 1, 2",
-    "insert into profile_activity select profile_id, min(ts) filter (where kind in ('opened', 'read', 'clicked')),"
-    " max(ts) filter (where kind in ('opened', 'read', 'clicked')),"
-    " count(distinct message_id) filter (where kind in ('sent', 'delivered')),"
-    " count(distinct message_id) filter (where kind = 'opened'),"
-    " count(distinct message_id) filter (where kind = 'clicked') from events group by 1",
     "insert into profile_active_days select distinct profile_id, (ts at time zone 'UTC')::date from events"
     " where kind in ('opened', 'read', 'clicked')",
 ]
@@ -124,6 +125,26 @@ async def seed(conn: asyncpg.Connection, args: argparse.Namespace) -> tuple[list
     return messages, resources
 
 
+async def _timed(client: httpx.AsyncClient, key: str, path: Callable[[], str], count: int, warmup: int) -> list[float]:
+    """Milliseconds of `count` requests after `warmup` untimed ones, sorted."""
+    times = []
+    for n in range(count + warmup):
+        url = path()
+        started = time.perf_counter()
+        response = await client.get(url, headers={"authorization": f"Bearer {key}"})
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 200, (url, response.status_code, response.text[:200])
+        if n >= warmup:
+            times.append(elapsed * 1000)
+    return sorted(times)
+
+
+def _line(name: str, times: list[float], note: str = "") -> None:
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    print(f"{name:<26} p50 {statistics.median(times):7.1f} ms   p99 {p99:7.1f} ms   ({len(times)} requests{note})",
+          flush=True)  # fmt: skip
+
+
 async def time_reports(settings: Settings, messages: list[int], resources: list[int], args: argparse.Namespace) -> None:
     conn = await asyncpg.connect(settings.database_url)
     key = (await create_api_key(conn, "bench", ["read"]))[0]
@@ -143,22 +164,31 @@ async def time_reports(settings: Settings, messages: list[int], resources: list[
         "profile timeline": lambda: f"/api/v1/profiles/{rng.randrange(1, args.profiles)}/events?limit=50",
         "clickmap page": lambda: _path(report_link(settings, rng.choice(messages), "clickmap").url),
     }  # fmt: skip
+    # The list reports are served from snapshots (report_snapshots): cold is each list's first
+    # request (computed before answering), warm the rest (one row read), then warm again with every
+    # snapshot stale so that refreshes run in the background meanwhile, as under steady traffic.
+    snapshotted = {"cohorts (week)": "/api/v1/reports/cohorts?resource={}&period=week",
+                   "lifetime": "/api/v1/reports/lifetime?resource={}"}  # fmt: skip
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench") as client:
-            for name, path in paths.items():
-                times = []
-                for n in range(args.requests + 5):
-                    url = path()
-                    started = time.perf_counter()
-                    response = await client.get(url, headers={"authorization": f"Bearer {key}"})
-                    elapsed = time.perf_counter() - started
-                    assert response.status_code == 200, (url, response.status_code, response.text[:200])
-                    if n >= 5:  # the first few warm the pool and the caches
-                        times.append(elapsed * 1000)
-                times.sort()
-                p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
-                print(f"{name:<24} p50 {statistics.median(times):7.1f} ms   p99 {p99:7.1f} ms"
-                      f"   ({len(times)} requests)", flush=True)  # fmt: skip
+            for name, template in snapshotted.items():
+                lists = iter(resources)
+                first = await _timed(client, key, lambda t=template, i=lists: t.format(next(i)), len(resources), 0)
+                _line(f"{name} cold", first, ", one per list")
+            for name, path in paths.items():  # the first few requests warm the pool and the caches
+                _line(
+                    name + (" warm" if name in snapshotted else ""), await _timed(client, key, path, args.requests, 5)
+                )
+            # Every snapshot stale at once (a maximum age of 0); until every list was refreshed once,
+            # so that the refreshes run all along the timed requests.
+            snapshots = app.state.report_snapshots = report_snapshots.ReportSnapshots(max_age_s=0.0)
+            for name in snapshotted:
+                before, times = snapshots.background_refreshes, []
+                while snapshots.background_refreshes - before < len(resources) and len(times) < 100_000:
+                    times += await _timed(client, key, paths[name], args.requests, 0)
+                done = snapshots.background_refreshes - before
+                _line(f"{name} refreshing", sorted(times), f", {done} background refreshes meanwhile")
+                await snapshots.settled()
     finally:
         await app.state.close()
 
@@ -182,13 +212,16 @@ async def drain_rates(args: argparse.Namespace) -> None:
             prefix = "bench" + secrets.token_hex(3)
             events = flusher_drain.make_events(args.drain_events, profile_ids, message_ids, rng)
             await flusher_drain.push(redis, prefix, 4, events, 256)
-            settings = Settings.from_env({**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url},
-                                         stream_prefix=prefix, stream_shards=4, flusher={"consumer": "bench"})
+            settings = Settings.from_env(
+                {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url},
+                stream_prefix=prefix,
+                stream_shards=4,
+                flusher={"consumer": "bench"},
+            )
             flusher = Flusher(settings, burst=True)
-            if not with_rollups:  # the same script, less the rollup statements
-                for sink in flusher.sinks:
-                    sink._effects = sink._effects.replace(rollups.PROFILE_ACTIVITY, "").replace(
-                        rollups.AFTER_COUNTERS, "")
+            if not with_rollups:  # the same flusher, its sinks leaving the rollup statements out
+                flusher.sinks = [PostgresSink(settings, flusher.judge, with_rollups=False) for _ in flusher.sinks]
+                flusher.sink = flusher.sinks[0]
             started = time.perf_counter()
             await flusher.run()
             rate = flusher.stats["events"] / (time.perf_counter() - started)

@@ -19,6 +19,7 @@ from edge.short_link_cache import short_link_cache
 from edge.spool import Spool
 from tracker.config import Settings
 from tracker.contract.events import EventIds
+from tracker.domain.analytics.report_snapshots import ReportSnapshots
 from tracker.streams.cluster import open_cluster
 
 log = logging.getLogger("edge")
@@ -61,6 +62,10 @@ class EdgeState:
         self.requests: Counter[tuple[str, int]] = Counter()
         self.metrics = EdgeMetrics(self)
         self.events.on_batch = self.metrics.observe_batch
+        # The list reports' snapshots: which refreshes this process runs in the background.
+        self.report_snapshots = ReportSnapshots(
+            settings.edge.analytics_snapshot_max_age_s, settings.edge.analytics_snapshot_sync_after_s
+        )
 
     def redis_is_down(self) -> bool:
         return self.events.redis_down
@@ -79,6 +84,7 @@ class EdgeState:
         self.closing = True
         await self.events.close()
         await self.metrics.close()
+        await self.report_snapshots.settled()  # a refresh in flight finishes before its pool closes
         if self.pg_pool is not None:
             await self.pg_pool.close()
         await self.redis.aclose()

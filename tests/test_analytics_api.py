@@ -147,8 +147,10 @@ async def test_lists_filter_and_page(settings, pg, redis) -> None:
 
 async def test_cohorts_and_lifetime_of_a_list(settings, pg, redis) -> None:
     async with running_api(settings) as api:
-        _message, (p1, p2, p3) = await campaign(api, pg, redis, settings)
+        message, (p1, p2, p3) = await campaign(api, pg, redis, settings)
         resource = await make_resource(pg)
+        # A lifetime in a list counts what its members did with the list's own messages.
+        await pg.execute("update messages set resource_id = $1 where id = $2", resource, message)
         two_weeks_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=14)
         for p in (p1, p2, p3):
             await pg.execute("insert into subscriptions (profile_id, resource_id, status, subscribed_at)"

@@ -157,14 +157,16 @@ ENDPOINTS = [
              " history", response=ClickReport, errors=(404, 422),
              query=(("version", "link-table version (default: the current one)", _ID),)),
     Endpoint("GET", "/reports/cohorts", analytics.cohort_report, "read",
-             "A list's profiles grouped by when they subscribed, with the share active in each following period",
+             "A list's profiles grouped by when they subscribed, with the share active in each following period;"
+             " over the default range served from a snapshot, exact as of its `as_of`",
              response=CohortReport, errors=(404, 422),
              query=(("resource", "the resource (subscription list) id", _ID),
                     ("period", "week (default) or month", {"enum": ["week", "month"]}),
                     ("from", "subscribed at or after (ISO 8601)"), ("to", "subscribed before (ISO 8601)"))),
     Endpoint("GET", "/reports/lifetime", analytics.lifetime_report, "read",
-             "Per-profile lifetime of a list (first to last activity, messages received, opened, clicked) as"
-             " quantiles and histograms", response=LifetimeReport, errors=(404, 422),
+             "Per-profile lifetime in a list (first to last action on the list's messages; of them, how many"
+             " received, opened, clicked) as quantiles and histograms; served from a snapshot, exact as of its"
+             " `as_of`", response=LifetimeReport, errors=(404, 422),
              query=(("resource", "the resource (subscription list) id", _ID),
                     ("status", "any (default), subscribed, unsubscribed or pending",
                      {"enum": ["any", "subscribed", "unsubscribed", "pending"]}))),

@@ -1,7 +1,8 @@
 """Message reports (funnel and time series, clicks per link), cohorts and lifetimes of a list, report links.
 
 Every report reads the flusher's rollups (tracker.domain.analytics); JSON by default, CSV with
-`Accept: text/csv`.
+`Accept: text/csv`. A list's lifetimes and its cohorts over the default range come from snapshots
+(tracker.domain.analytics.report_snapshots): both answers carry `as_of`, the time they are exact as of.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from edge.api.schemas import (
     SeriesPoint,
 )
 from tracker.domain.analytics import clicks, cohorts, funnel
-from tracker.domain.analytics.params import bad, choice, integer, time_range
+from tracker.domain.analytics.params import bad, choice, integer, moment, time_range
 from tracker.domain.analytics.report_links import report_link
 from tracker.domain.errors import NotFound
 
@@ -81,29 +82,36 @@ def _resource(request: Request) -> int:
 
 async def cohort_report(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     resource = _resource(request)
-    period = choice(request.query_params, "period", cohorts.PERIODS, "week") or "week"
-    now = _now()
-    default_start = now - dt.timedelta(weeks=12) if period == "week" else now - dt.timedelta(days=365)
-    start, end = time_range(request.query_params, ctx.settings.edge.analytics_max_range_days, default_start, now)
-    rows = await cohorts.cohorts(conn, resource, period, start, end, now)
+    query = request.query_params
+    period = choice(query, "period", cohorts.PERIODS, "week") or "week"
+    max_days = ctx.settings.edge.analytics_max_range_days
+    if moment(query, "from") is None and moment(query, "to") is None:
+        # The default range moves with the clock: its answer is kept as a snapshot, as of its own time.
+        as_of, body = await ctx.state.report_snapshots.cohorts(conn, ctx.state.pg_pool, resource, period, max_days)
+        start, end, rows = body.start, body.end, body.cohorts
+    else:  # a range of the caller's own: computed now, exact
+        as_of = _now()
+        start, end = time_range(query, max_days, cohorts.default_range(period, max_days, as_of)[0], as_of)
+        rows = await cohorts.cohorts(conn, resource, period, start, end, as_of)
     if wants_csv(request):
-        return csv_response(f"cohorts-{resource}-{period}", ["cohort", "profiles", "period", "active", "share"],
-                            ([c.start, c.profiles, i, a, s] for c in rows
+        return csv_response(f"cohorts-{resource}-{period}",
+                            ["cohort", "profiles", "period", "active", "share", "as_of"],
+                            ([c.start, c.profiles, i, a, s, as_of] for c in rows
                              for i, (a, s) in enumerate(zip(c.active, c.share, strict=True))))  # fmt: skip
     cohort_rows = [Cohort(c.start, c.profiles, c.active, c.share) for c in rows]
-    return json_response(CohortReport(resource, period, start, end, cohort_rows))  # type: ignore[arg-type]
+    return json_response(CohortReport(resource, period, start, end, cohort_rows, as_of))  # type: ignore[arg-type]
 
 
 async def lifetime_report(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     resource = _resource(request)
     status = choice(request.query_params, "status", ("subscribed", "unsubscribed", "pending", "any"), "any")
     statuses = ["pending", "subscribed", "unsubscribed"] if status == "any" else [status or "subscribed"]
-    result = await cohorts.lifetime(conn, resource, statuses)
+    as_of, result = await ctx.state.report_snapshots.lifetime(conn, ctx.state.pg_pool, resource, statuses)
     if wants_csv(request):
-        return csv_response(f"lifetime-{resource}", ["measure", "low", "high", "profiles"],
-                            ([name, b["low"], b["high"], b["profiles"]] for name, m in result["measures"].items()
+        return csv_response(f"lifetime-{resource}", ["measure", "low", "high", "profiles", "as_of"],
+                            ([name, b["low"], b["high"], b["profiles"], as_of] for name, m in result["measures"].items()
                              for b in m["histogram"]))  # fmt: skip
-    return json_response(msgspec.convert(result, LifetimeReport))
+    return json_response(msgspec.convert({**result, "as_of": as_of}, LifetimeReport))
 
 
 async def create_report_link(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:

@@ -389,6 +389,7 @@ class CohortReport(msgspec.Struct):
     start: datetime.datetime = msgspec.field(name="from")
     end: datetime.datetime = msgspec.field(name="to")
     cohorts: list[Cohort] = []
+    as_of: datetime.datetime | None = None  # exact as of this time (a snapshot's, or the request's)
 
 
 class HistogramBucket(msgspec.Struct):
@@ -411,6 +412,7 @@ class LifetimeReport(msgspec.Struct):
     profiles: int
     ever_active: int
     measures: dict[str, Measure]
+    as_of: datetime.datetime | None = None  # exact as of this time (the snapshot's)
 
 
 class TimelineEvent(msgspec.Struct):

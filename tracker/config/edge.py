@@ -158,6 +158,18 @@ class EdgeSettings(SettingsPart):
         int_range(1, 36_500),
         "longest date range one analytics report or filter may span (422 above)",
     )
+    analytics_snapshot_max_age_s: float = setting(
+        "TRACKER_ANALYTICS_SNAPSHOT_MAX_AGE_S",
+        60.0,
+        float_range(0, 86400),
+        "a list report's snapshot older than this is served and refreshed in the background",
+    )
+    analytics_snapshot_sync_after_s: float = setting(
+        "TRACKER_ANALYTICS_SNAPSHOT_SYNC_AFTER_S",
+        300.0,
+        float_range(0, 7 * 86400),
+        "a list report's snapshot older than this (or none) is computed before answering: the staleness bound",
+    )
     analytics_link_ttl_s: int = setting(
         "TRACKER_ANALYTICS_LINK_TTL_S",
         3600,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from tracker.domain.analytics.active_days import ACTIVE_KINDS
 from tracker.domain.errors import NotFound
+
+# Kinds as SQL arrays: what the person did, and what counts a message as received, opened, clicked.
+_ACTIVE = "array[" + ", ".join(f"'{kind}'" for kind in sorted(ACTIVE_KINDS)) + "]"
+_RECEIVED = "array['sent', 'delivered', 'push_delivered']"
+_OPENED = "array['opened', 'push_opened']"
+_CLICKED = "array['clicked', 'push_clicked']"
 
 PERIODS = ("week", "month")
 
@@ -57,6 +65,12 @@ def _periods_between(start: dt.datetime, end: dt.datetime, period: str) -> int:
     return (end.year - start.year) * 12 + end.month - start.month + 1
 
 
+def default_range(period: str, max_days: int, now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """[from, to) of a cohort report given neither: the last 12 weeks, or year, up to now (at most `max_days`)."""
+    back = dt.timedelta(weeks=12) if period == "week" else dt.timedelta(days=365)
+    return max(now - back, now - dt.timedelta(days=max_days)), now
+
+
 async def cohorts(
     conn: asyncpg.Connection, resource_id: int, period: str, start: dt.datetime, end: dt.datetime, now: dt.datetime
 ) -> list[Cohort]:
@@ -74,45 +88,102 @@ async def cohorts(
     return out
 
 
+# Power-of-two bucket edges for the lifetime in days (bucket b holds [2**(b-1), 2**b), bucket 0 holds [0, 1)):
+# width_bucket compares floats exactly, where a float log can land a power of two in the bucket below.
+_DAY_EDGES = [float(2**b) for b in range(41)]
+QUANTILES = (0.5, 0.9, 0.99)
+_COUNTED = ("received", "opened", "clicked")
+
+# Each member's lifetime in the list: what the person did with the list's own messages, from the
+# per-message rollup (message_profile_stats, read by its primary key, a range per message): first
+# and last action, and how many of the messages they received (a send or a delivery report), opened
+# and clicked. Its cost follows the list's messages and their recipients, not the number of events,
+# and the flusher keeps nothing per profile for it. `$1` is the list, `$2` the statuses.
+MEMBER_ACTIVITY = f"""
+with per_message as (
+    select profile_id, message_id,
+           bool_or(kind = any({_RECEIVED})) as received, bool_or(kind = any({_OPENED})) as opened,
+           bool_or(kind = any({_CLICKED})) as clicked,
+           min(first_at) filter (where kind = any({_ACTIVE})) as first_at,
+           max(last_at) filter (where kind = any({_ACTIVE})) as last_at
+    from message_profile_stats
+    where message_id = any(array(select id from messages where resource_id = $1))
+    group by 1, 2
+), per_profile as (
+    select profile_id, min(first_at) as first_at, max(last_at) as last_at, count(*) filter (where received) as received,
+           count(*) filter (where opened) as opened, count(*) filter (where clicked) as clicked
+    from per_message group by 1
+)
+select s.profile_id, a.first_at, a.last_at, coalesce(a.received, 0) as received, coalesce(a.opened, 0) as opened,
+       coalesce(a.clicked, 0) as clicked
+from subscriptions s left join per_profile a on a.profile_id = s.profile_id
+where s.resource_id = $1 and s.status = any($2::text[])
+"""
+
+# One pass over the members: the lifetime's quantiles and buckets in SQL (floats, one sort), and for the
+# three counts their distribution by value (a few distinct small integers), from which quantiles and
+# buckets are exact in Python. No numeric log and no row per (profile, measure).
+_LIFETIME = f"""
+with activity as ({MEMBER_ACTIVITY}), members as materialized (
+    select coalesce(extract(epoch from last_at - first_at) / 86400, 0)::float8 as days,
+           received, opened, clicked, first_at is not null as active
+    from activity
+)
+select 'lifetime_days' as name, null::bigint as value, count(*) as n, count(*) filter (where active) as ever,
+       percentile_cont($4::float8[]) within group (order by days) as q
+from members
+union all select 'days_bucket', width_bucket(days, $3::float8[]), count(*), null, null from members group by 2
+union all select 'received', received, count(*), null, null from members group by 2
+union all select 'opened', opened, count(*), null, null from members group by 2
+union all select 'clicked', clicked, count(*), null, null from members group by 2
+"""
+
+
+def quantiles_of_counts(counts: list[tuple[int, int]], qs: tuple[float, ...] = QUANTILES) -> list[float | None]:
+    """Postgres' percentile_cont over the values that `counts` ((value, how many), any order) stand for."""
+    pairs = sorted(counts)
+    n = sum(k for _, k in pairs)
+    if n == 0:
+        return [None] * len(qs)
+
+    def at(index: int) -> float:  # the value at 0-based rank `index` of the sorted values
+        seen = 0
+        for value, k in pairs:
+            seen += k
+            if index < seen:
+                return float(value)
+        raise AssertionError(index)
+
+    out: list[float | None] = []
+    for q in qs:
+        position = q * (n - 1)
+        low, high = math.floor(position), math.ceil(position)
+        first = at(low)
+        out.append(first if low == high else first + (at(high) - first) * (position - low))
+    return out
+
+
+def _histogram(buckets: dict[int, int]) -> list[dict[str, int]]:
+    return [{"low": 0 if b == 0 else 2 ** (b - 1), "high": 1 if b == 0 else 2**b, "profiles": n}
+            for b, n in sorted(buckets.items())]  # fmt: skip
+
+
 async def lifetime(conn: asyncpg.Connection, resource_id: int, statuses: list[str]) -> dict[str, Any]:
     """Per profile of the list: lifetime in days (first to last activity), messages received, opened,
     clicked; each measure as quantiles and a histogram of power-of-two buckets ([0,1), [1,2), [2,4), ...)."""
     await check_resource(conn, resource_id)
-    rows = await conn.fetch(
-        """
-        with members as (
-            select coalesce(extract(epoch from a.last_at - a.first_at) / 86400, 0)::float8 as lifetime_days,
-                   coalesce(a.received, 0)::float8 as received, coalesce(a.opened, 0)::float8 as opened,
-                   coalesce(a.clicked, 0)::float8 as clicked, a.first_at is not null as active
-            from subscriptions s left join profile_activity a on a.profile_id = s.profile_id
-            where s.resource_id = $1 and s.status = any($2::text[])
-        ), measures as (
-            select v.name, v.value from members m cross join lateral (values ('lifetime_days', m.lifetime_days),
-                ('received', m.received), ('opened', m.opened), ('clicked', m.clicked)) v(name, value)
-        ), buckets as (
-            select name, case when value < 1 then 0 else floor(log(2, value::numeric))::int + 1 end as bucket,
-                   count(*) as n
-            from measures group by 1, 2
-        )
-        select m.name, m.profiles, m.q, b.buckets, b.counts, (select count(*) filter (where active) from members)
-               as ever_active
-        from (select name, count(*) as profiles,
-                     percentile_cont(array[0.5, 0.9, 0.99]) within group (order by value) as q
-              from measures group by 1) m
-        join (select name, array_agg(bucket order by bucket) as buckets, array_agg(n order by bucket) as counts
-              from buckets group by 1) b using (name)
-        """,
-        resource_id, statuses,
-    )  # fmt: skip
-    profiles = rows[0]["profiles"] if rows else 0
-    ever_active = rows[0]["ever_active"] if rows else 0
-    measures = {}
-    for name in ("lifetime_days", "received", "opened", "clicked"):
-        row = next((r for r in rows if r["name"] == name), None)
-        q = list(row["q"]) if row else [None, None, None]
-        histogram = [
-            {"low": 0 if b == 0 else 2 ** (b - 1), "high": 1 if b == 0 else 2**b, "profiles": n}
-            for b, n in (zip(row["buckets"], row["counts"], strict=True) if row else [])
-        ]  # fmt: skip
-        measures[name] = {"p50": q[0], "p90": q[1], "p99": q[2], "histogram": histogram}
+    rows = await conn.fetch(_LIFETIME, resource_id, statuses, _DAY_EDGES, list(QUANTILES))
+    head = next(r for r in rows if r["name"] == "lifetime_days")
+    profiles, ever_active = head["n"], head["ever"]
+    q = list(head["q"]) if profiles else [None] * len(QUANTILES)
+    day_buckets = {r["value"]: r["n"] for r in rows if r["name"] == "days_bucket"}
+    measures = {"lifetime_days": {"p50": q[0], "p90": q[1], "p99": q[2], "histogram": _histogram(day_buckets)}}
+    for name in _COUNTED:
+        counts = [(r["value"], r["n"]) for r in rows if r["name"] == name]
+        buckets: dict[int, int] = {}
+        for value, n in counts:  # bucket b >= 1 holds [2**(b-1), 2**b): the value's bit length
+            bucket = 0 if value < 1 else int(value).bit_length()
+            buckets[bucket] = buckets.get(bucket, 0) + n
+        p50, p90, p99 = quantiles_of_counts(counts)
+        measures[name] = {"p50": p50, "p90": p90, "p99": p99, "histogram": _histogram(buckets)}
     return {"resource_id": resource_id, "profiles": profiles, "ever_active": ever_active, "measures": measures}
