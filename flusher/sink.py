@@ -156,10 +156,10 @@ class PostgresSink:
             await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
             status = await conn.execute(effects.insert_new(_one_day_partition(events)))
             new = int(status.rsplit(" ", 1)[-1])
+            if days:  # before the effects: their last statements lock rows every batch shares, until the commit
+                await conn.execute(active_days.INSERT, *active_days.as_arrays(days))
             if new:
                 await conn.execute(self._effects)
-            if days:
-                await conn.execute(active_days.INSERT, *active_days.as_arrays(days))
             # Earlier clicks a new burst or honeypot fetch shows to be a machine's (harmless to repeat).
             await change_verdicts(conn, changes)
         if days:
