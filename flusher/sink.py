@@ -46,6 +46,7 @@ class PostgresSink:
         self.conn: asyncpg.Connection | None = None
         self._effects = effects.effects_script(settings, with_rollups=with_rollups)
         self._active_days = active_days.ActiveDays() if with_rollups else None
+        self._active_days_learnt = False
         # Messages are never re-numbered, so a message seen once is known for good.
         self._known_messages: set[int] = set()
         self._days: set[dt.date] = set()
@@ -65,6 +66,9 @@ class PostgresSink:
             )
             await conn.execute(effects.SETUP)
             self._days = await partitions.existing_days(conn)
+            if self._active_days is not None and not self._active_days_learnt:
+                await self._active_days.learn_today(conn)
+                self._active_days_learnt = True
         except BaseException:
             conn.terminate()
             raise

@@ -79,3 +79,16 @@ def test_the_memory_skips_known_rows_and_stays_bounded() -> None:
     # An attacker's flood of profiles and days cannot grow it past its bound: it forgets and re-sends.
     days.stored([(10, 0), (11, 0)])
     assert days.unknown(events) == [(1, 0), (2, 1)]
+
+
+async def test_a_starting_flusher_learns_the_rows_stored_today(settings, redis, pg) -> None:
+    (profile,) = await make_profiles(pg, 1)
+    message = await make_message(pg)
+    now = now_us()
+    await push(redis, settings, [event(message, profile, "opened", ts_us=now)])
+    await drain(settings)
+    fresh = ActiveDays()
+    assert fresh.unknown([("opened", profile, now)]) == [(profile, now // DAY)]
+    await fresh.learn_today(pg)
+    assert fresh.unknown([("opened", profile, now)]) == []  # stored today already: not sent again
+    assert fresh.unknown([("opened", profile, now - DAY)]) == [(profile, now // DAY - 1)]

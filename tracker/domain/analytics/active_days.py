@@ -12,11 +12,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+import asyncpg
+
 # What the person did (not what was done to them): opens, reads, clicks, site actions.
 ACTIVE_KINDS = frozenset({"opened", "read", "clicked", "push_opened", "push_clicked", "site_action"})
 _US_PER_DAY = 86_400 * 1_000_000
 _EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _KNOWN_MAX = 2_000_000  # about 150 MB at most; forgetting costs a re-sent row, nothing else
+
+# A flusher that starts mid-day learns today's rows first: else it would send again the day row of
+# every profile it meets (bounded: at most half the memory; what is left out is sent and skipped).
+KNOWN_TODAY = """
+select profile_id, day - date '1970-01-01' as day from profile_active_days
+where day = (now() at time zone 'UTC')::date
+limit $1
+"""
 
 INSERT = """
 insert into profile_active_days (profile_id, day)
@@ -37,6 +47,11 @@ class ActiveDays:
         found = {(profile, ts_us // _US_PER_DAY) for kind, profile, ts_us in events
                  if profile and kind in ACTIVE_KINDS}  # fmt: skip
         return sorted(found - known)
+
+    async def learn_today(self, conn: asyncpg.Connection) -> None:
+        """Remember the day rows stored today already (by this flusher's earlier life, or another)."""
+        rows = await conn.fetch(KNOWN_TODAY, self._known_max // 2)
+        self.stored([(row["profile_id"], row["day"]) for row in rows])
 
     def stored(self, pairs: list[tuple[int, int]]) -> None:
         """After the commit: these rows are in Postgres."""
