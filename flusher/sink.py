@@ -40,13 +40,20 @@ class Stored:
 
 
 class PostgresSink:
-    def __init__(self, settings: Settings, judge: Judge | None = None, *, with_rollups: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        judge: Judge | None = None,
+        days: active_days.ActiveDays | None = None,
+        *,
+        with_rollups: bool = True,
+    ) -> None:
+        """`judge` and `days` are shared by a flusher's sinks (one memory of stored day rows, learnt once)."""
         self.settings = settings
         self.judge = judge or Judge(settings)
         self.conn: asyncpg.Connection | None = None
         self._effects = effects.effects_script(settings, with_rollups=with_rollups)
-        self._active_days = active_days.ActiveDays() if with_rollups else None
-        self._active_days_learnt = False
+        self._active_days = (days or active_days.ActiveDays()) if with_rollups else None
         # Messages are never re-numbered, so a message seen once is known for good.
         self._known_messages: set[int] = set()
         self._days: set[dt.date] = set()
@@ -66,9 +73,8 @@ class PostgresSink:
             )
             await conn.execute(effects.SETUP)
             self._days = await partitions.existing_days(conn)
-            if self._active_days is not None and not self._active_days_learnt:
+            if self._active_days is not None:
                 await self._active_days.learn_today(conn)
-                self._active_days_learnt = True
         except BaseException:
             conn.terminate()
             raise

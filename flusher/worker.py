@@ -53,6 +53,7 @@ from flusher.streams import DeadLetters, event_consumer, open_flusher_redis
 from tracker.config import Settings
 from tracker.contract.keys import flusher_heartbeat_key
 from tracker.contract.snapshots import FlusherHeartbeatFacts
+from tracker.domain.analytics.active_days import ActiveDays
 from tracker.streams.consumer import as_text
 from tracker.streams.heartbeat import Heartbeat, Progress, default_consumer_name
 from tracker.streams.retry import (
@@ -92,7 +93,8 @@ class Flusher:
         # Several connections, each writing its own batch: Postgres works on one while
         # the other waits for a commit or on a shared row, and the loop decodes the next.
         self.judge = Judge(settings)  # one network list and honeypot cache for every connection
-        self.sinks = [PostgresSink(settings, self.judge) for _ in range(settings.flusher.pg_connections)]
+        days = ActiveDays()  # which day rows are stored: one memory for every connection
+        self.sinks = [PostgresSink(settings, self.judge, days) for _ in range(settings.flusher.pg_connections)]
         self.settler = Settler(settings, self.committed)
         self.sink = self.sinks[0]  # maintenance
         self._closing = asyncio.Event()

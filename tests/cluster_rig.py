@@ -257,34 +257,9 @@ class ClusterStack(Rig):
     def start_forwarder(self, name: str = "forwarder-1", **variables: str) -> subprocess.Popen:
         return self._spawn(name, [str(BIN / "forwarder"), "--consumer", name, "--log-level", "info"], **variables)
 
-    async def load(self, seconds: float, rate: float, connections: int = 8) -> int:
-        """Open hits at about `rate` a second for `seconds`, spread over every edge; answered 200s."""
-        paths = self._paths(int(seconds * rate))
-        answered = 0
-        started = time.monotonic()
-        queue: asyncio.Queue[str] = asyncio.Queue()
-        for path in paths:
-            queue.put_nowait(path)
-
-        async def worker(http: httpx.AsyncClient, index: int) -> None:
-            nonlocal answered
-            base = f"http://127.0.0.1:{self.edge_ports[index % len(self.edge_ports)]}"
-            sent = 0
-            while not queue.empty():
-                path = queue.get_nowait()
-                due = started + (index + sent * connections) / rate
-                sent += 1
-                if (pause := due - time.monotonic()) > 0:
-                    await asyncio.sleep(pause)
-                with contextlib.suppress(httpx.TransportError):
-                    if (await http.get(base + path)).status_code == 200:
-                        answered += 1
-
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        async with httpx.AsyncClient(limits=limits, timeout=5) as http:
-            await asyncio.wait_for(asyncio.gather(*(worker(http, i) for i in range(connections))),
-                                   seconds * 3 + 30)  # fmt: skip
-        return answered
+    def edge_url(self, connection: int) -> str:
+        """Load connections spread over every edge."""
+        return f"http://127.0.0.1:{self.edge_ports[connection % len(self.edge_ports)]}"
 
     async def dropped(self) -> int:
         total = 0

@@ -66,6 +66,19 @@ def edge_env(settings: Settings, **variables: str) -> dict[str, str]:
     }
 
 
+async def wait_healthy(base_url: str, tries: int = 150) -> None:
+    """Until the edge at `base_url` answers /health (0.1 s apart); AssertionError if it never does."""
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        for _ in range(tries):
+            try:
+                if (await http.get("/health")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"the edge at {base_url} did not start")
+
+
 @asynccontextmanager
 async def real_edge(settings: Settings, port: int, *args: str, **variables: str) -> AsyncIterator[subprocess.Popen]:
     """A real Granian `edge` process on 127.0.0.1:`port`, ready to answer; killed afterwards if still running."""
@@ -76,15 +89,7 @@ async def real_edge(settings: Settings, port: int, *args: str, **variables: str)
         start_new_session=True,  # its own process group: the workers go down with it
     )
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            for _ in range(150):
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("the edge did not start")
+        await wait_healthy(f"http://127.0.0.1:{port}")
         yield process
     finally:
         if process.poll() is None:

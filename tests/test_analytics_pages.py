@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from tests.api_helpers import running_api
 from tests.cdp_pipe import Chromium, Tab, png_size_and_variety
-from tests.edge_helpers import edge_env
+from tests.edge_helpers import edge_env, wait_healthy
 from tests.test_analytics_api import campaign
 from tracker.domain.analytics.report_links import report_link
 
@@ -35,13 +33,7 @@ async def test_click_map_and_funnel_pages_in_headless_chromium(settings, pg, red
                               start_new_session=True)  # fmt: skip
     browser = None
     try:
-        async with httpx.AsyncClient(base_url=base) as http:
-            for _ in range(150):
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+        await wait_healthy(base)
         browser = Chromium(CHROMIUM, str(tmp_path / "chromium"))
         tab = Tab(browser, 1000, 800, "en")
         tab.open(report_link(settings, message, "clickmap").url)

@@ -10,13 +10,12 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 
 from edge.pages.language import SHIPPED, load_strings, pick_language
 from edge.pages.mask import mask_email, mask_phone
 from tests.cdp_pipe import Chromium, Tab, png_size_and_variety
-from tests.edge_helpers import edge_env, running_edge, stream_events, wait_for_events
+from tests.edge_helpers import edge_env, running_edge, stream_events, wait_for_events, wait_healthy
 from tests.flusher_helpers import make_message, make_profiles
 from tests.recipient_pages_app import wire_pages
 from tracker.config import SettingsError
@@ -308,13 +307,7 @@ async def test_pages_in_headless_chromium_at_phone_and_desktop_widths(settings, 
     base = f"http://127.0.0.1:{free_port}"
     browser = None
     try:
-        async with httpx.AsyncClient(base_url=base) as http:
-            for _ in range(150):
-                try:
-                    if (await http.get("/health")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+        await wait_healthy(base)
         browser = Chromium(CHROMIUM, str(tmp_path / "chromium"))
 
         def save(tab: Tab, name: str) -> None:

@@ -29,8 +29,7 @@ from edge.api.schemas import (
 )
 from tracker.domain.analytics import clicks, cohorts, funnel
 from tracker.domain.analytics.params import bad, choice, integer, moment, time_range
-from tracker.domain.analytics.report_links import report_link
-from tracker.domain.errors import NotFound
+from tracker.domain.analytics.report_links import stored_message_link
 
 HOURLY_MAX_DAYS = 31  # an hourly series over more than a month is a day series people cannot read
 
@@ -116,13 +115,5 @@ async def lifetime_report(request: Request, conn: asyncpg.Connection, ctx: ApiCo
 
 async def create_report_link(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     body = await read_json(request, ctx, ReportLinkIn)
-    row = await conn.fetchrow("select current_version from messages where id = $1", body.message_id)
-    if row is None:
-        raise NotFound("message", body.message_id)
-    if body.version is not None and not await conn.fetchval(
-        "select exists (select from link_table_versions where message_id = $1 and version = $2)",
-        body.message_id, body.version,
-    ):  # fmt: skip
-        raise NotFound(f"message {body.message_id} version", body.version)
-    link = report_link(ctx.settings, body.message_id, body.page, body.version)
+    link = await stored_message_link(conn, ctx.settings, body.message_id, body.page, body.version)
     return json_response(ReportLinkOut(link.url, dt.datetime.fromtimestamp(link.expires_at, dt.UTC)), 201)

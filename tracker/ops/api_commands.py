@@ -237,20 +237,12 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_report_url(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from tracker.domain.analytics.report_links import report_link
-    from tracker.domain.errors import NotFound
+    from tracker.domain.analytics.report_links import stored_message_link
 
     async def job(conn: Any, settings: Settings) -> int:
         if not settings.signing_keys:
             raise InputError("no_signing_keys", "TRACKER_SIGNING_KEYS is not set: report links are signed with it")
-        if not await conn.fetchval("select exists (select from messages where id = $1)", args.message_id):
-            raise NotFound("message", args.message_id)
-        if args.version is not None and not await conn.fetchval(
-            "select exists (select from link_table_versions where message_id = $1 and version = $2)",
-            args.message_id, args.version,
-        ):  # fmt: skip
-            raise NotFound(f"message {args.message_id} version", args.version)
-        link = report_link(settings, args.message_id, args.page, args.version)
+        link = await stored_message_link(conn, settings, args.message_id, args.page, args.version)
         print(link.url)
         print(f"expires {dt.datetime.fromtimestamp(link.expires_at, dt.UTC).isoformat()}", file=sys.stderr)
         return EXIT_OK

@@ -40,6 +40,7 @@ class ActiveDays:
     def __init__(self, known_max: int = _KNOWN_MAX) -> None:
         self._known: set[tuple[int, int]] = set()
         self._known_max = known_max
+        self._learnt = False
 
     def unknown(self, events: Iterable[tuple[str, int, int]]) -> list[tuple[int, int]]:
         """(profile, day number) pairs of these (kind, profile, ts_us) not known to be stored."""
@@ -49,8 +50,16 @@ class ActiveDays:
         return sorted(found - known)
 
     async def learn_today(self, conn: asyncpg.Connection) -> None:
-        """Remember the day rows stored today already (by this flusher's earlier life, or another)."""
-        rows = await conn.fetch(KNOWN_TODAY, self._known_max // 2)
+        """Remember the day rows stored today already (by this flusher's earlier life, or another);
+        once: the sinks sharing this memory each call it as they connect."""
+        if self._learnt:
+            return
+        self._learnt = True  # before the wait: a second sink connecting meanwhile does not read them again
+        try:
+            rows = await conn.fetch(KNOWN_TODAY, self._known_max // 2)
+        except BaseException:
+            self._learnt = False
+            raise
         self.stored([(row["profile_id"], row["day"]) for row in rows])
 
     def stored(self, pairs: list[tuple[int, int]]) -> None:

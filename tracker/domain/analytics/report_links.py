@@ -14,7 +14,10 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+import asyncpg
+
 from tracker.config import Settings
+from tracker.domain.errors import NotFound
 
 _DOMAIN = b"tracker-analytics-link:"
 
@@ -55,3 +58,16 @@ def report_link(
     query = {"version": str(version)} if version is not None and page == "clickmap" else {}
     query["t"] = sign(settings, message_id, expires)
     return ReportLink(f"{settings.public_url.rstrip('/')}{path}?{urlencode(query)}", expires)
+
+
+async def stored_message_link(
+    conn: asyncpg.Connection, settings: Settings, message_id: int, page: str, version: int | None
+) -> ReportLink:
+    """`report_link` for a message (and link-table version) that exists; NotFound naming the one that does not."""
+    if not await conn.fetchval("select exists (select from messages where id = $1)", message_id):
+        raise NotFound("message", message_id)
+    if version is not None and not await conn.fetchval(
+        "select exists (select from link_table_versions where message_id = $1 and version = $2)", message_id, version
+    ):
+        raise NotFound(f"message {message_id} version", version)
+    return report_link(settings, message_id, page, version)
