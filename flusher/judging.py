@@ -18,10 +18,11 @@ from tracker.config import Settings
 from tracker.contract.events import Event
 from tracker.domain import verdict_store as store
 from tracker.domain.machine_networks import MachineNetworks
-from tracker.domain.verdicts import CLICKS, JUDGED, MACHINE, Click, bursts, honeypot_marked, judge, reference_time
+from tracker.domain.verdicts import CLICKS, JUDGED, MACHINE, US, Click, bursts, decide, honeypot_marked, reference_time
 from tracker.domain.verdicts import rules_of as verdict_rules
 
 _HONEYPOT_CACHE_MAX = 100_000
+_DECISIONS_MAX = 10_000  # kinds x user-agent classes x signals x labels: bounded against odd input
 
 
 @dataclass(slots=True)
@@ -37,6 +38,7 @@ class Judge:
         # Link tables are immutable per version: which links are honeypots never changes.
         self._traps: dict[tuple[int, int], frozenset[int]] = {}
         self.counts: Counter[tuple[str, str]] = Counter()  # (verdict, reason) -> events, for /metrics
+        self._decisions: dict[tuple, tuple[str, tuple[str, ...]]] = {}  # a few hundred combinations at most
 
     async def judge(self, conn: asyncpg.Connection, events: list[Event]) -> Judged:
         judged = [e for e in events if e.kind in JUDGED]
@@ -58,21 +60,34 @@ class Judge:
         burst = bursts(every, rules)
         trapped = honeypot_marked(every, traps, rules) | {c.id for c in every if (c.message_id, *c.link) in traps}
         label_of = self.networks.current().label_of
-        counts = self.counts
+        too_fast_us = rules.too_fast_s * US
+        decisions = self._decisions
+        if len(decisions) > _DECISIONS_MAX:
+            decisions.clear()
+        tally: Counter[tuple] = Counter()
+        replace = msgspec.structs.replace
         out = []
         for event in events:
-            if event.kind not in JUDGED:
+            kind = event.kind
+            if kind not in JUDGED:
                 out.append(event)  # stored as "unknown", no reasons: no person's action to judge
                 continue
             pair_times = times.get((event.message_id, event.profile_id))
-            verdict, reasons = judge(
-                event.kind, event.ts_us, event.ua_class, event.signals,
-                sent_at_us=reference_time(pair_times, event.ts_us) if pair_times else None,
-                network=label_of(event.ip_prefix), burst=event.id in burst, honeypot=event.id in trapped, rules=rules,
-            )  # fmt: skip
+            sent_at = reference_time(pair_times, event.ts_us) if pair_times else None
+            # verdicts.judge, read down to the values it depends on (the same rules: `decide`).
+            key = (kind, event.ua_class, event.signals, sent_at is not None and event.ts_us - sent_at < too_fast_us,
+                   label_of(event.ip_prefix), event.id in burst, event.id in trapped)  # fmt: skip
+            decided = decisions.get(key)
+            if decided is None:
+                decided = decisions[key] = decide(kind, key[1], key[2], fast=key[3], network=key[4], burst=key[5],
+                                                  honeypot=key[6])  # fmt: skip
+            tally[key] += 1
+            out.append(replace(event, verdict=decided[0], reasons=decided[1]))
+        counts = self.counts
+        for key, number in tally.items():
+            verdict, reasons = decisions[key]
             for reason in reasons:
-                counts[verdict, reason] += 1
-            out.append(msgspec.structs.replace(event, verdict=verdict, reasons=reasons))
+                counts[verdict, reason] += number
         return Judged(out, _turned(stored, burst, trapped))
 
     async def _trap_links(self, conn: asyncpg.Connection, versions: set[tuple[int, int]]) -> set[tuple[int, int, int]]:

@@ -155,13 +155,26 @@ class PostgresSink:
         records = [
             (e.id, e.ts_us, e.kind, e.channel, e.message_id, e.profile_id, e.link_version, e.link_index,
              e.ua_class, e.ip_prefix, None if e.data is None else _json.encode(e.data).decode(),
-             e.signals, e.ua_family, e.verdict or "unknown", e.reasons,
+             e.signals, e.ua_family, e.verdict or "unknown", ",".join(e.reasons),
              # Clicks wait in settling_clicks, whence they go to the action hooks as they are.
              encode_event(e) if e.kind in CLICKS else None)
             for e in events
         ]  # fmt: skip
         # From every event, duplicates included: a duplicate's day is stored already (its first copy's).
-        days = self._active_days.unknown((e.kind, e.profile_id, e.ts_us) for e in events) if self._active_days else []
+        days = self._active_days.take((e.kind, e.profile_id, e.ts_us) for e in events) if self._active_days else []
+        try:
+            new = await self._write(conn, events, changes, records, days)
+        except BaseException:
+            if days:
+                self._active_days.released(days)
+            raise
+        if days:
+            self._active_days.stored(days)
+        return new
+
+    async def _write(
+        self, conn: asyncpg.Connection, events: list[Event], changes: list[Change], records: list, days: list
+    ) -> int:
         async with conn.transaction():
             await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
             status = await conn.execute(effects.insert_new(_one_day_partition(events)))
@@ -172,8 +185,6 @@ class PostgresSink:
                 await conn.execute(self._effects)
             # Earlier clicks a new burst or honeypot fetch shows to be a machine's (harmless to repeat).
             await change_verdicts(conn, changes)
-        if days:
-            self._active_days.stored(days)
         return new
 
     async def _check_messages(self, conn: asyncpg.Connection, batch: Batch) -> None:

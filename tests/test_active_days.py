@@ -72,13 +72,25 @@ async def test_active_since_is_exact_within_a_day(settings, redis, pg) -> None:
 def test_the_memory_skips_known_rows_and_stays_bounded() -> None:
     days = ActiveDays(known_max=3)
     events = [("opened", 1, 0), ("opened", 1, 5), ("clicked", 2, DAY), ("delivered", 3, 0), ("opened", 0, 0)]
-    pending = days.unknown(events)
+    pending = days.take(events)
     assert pending == [(1, 0), (2, 1)]  # one per profile and day; not `delivered`, not the anonymous profile
     days.stored(pending)
-    assert days.unknown(events) == []
+    assert days.take(events) == []
     # An attacker's flood of profiles and days cannot grow it past its bound: it forgets and re-sends.
     days.stored([(10, 0), (11, 0)])
-    assert days.unknown(events) == [(1, 0), (2, 1)]
+    assert days.take(events) == [(1, 0), (2, 1)]
+
+
+def test_a_pair_being_sent_is_left_to_its_batch_until_released() -> None:
+    days = ActiveDays()
+    first = days.take([("opened", 1, 0), ("opened", 2, 0)])
+    assert first == [(1, 0), (2, 0)]
+    # A second batch writing at the same time leaves (1, 0) to the first: no wait on its uncommitted row.
+    assert days.take([("opened", 1, 5), ("opened", 3, 0)]) == [(3, 0)]
+    days.released(first)  # the first batch failed: its retry, or any batch, sends them
+    assert days.take([("clicked", 1, 9)]) == [(1, 0)]
+    days.stored([(1, 0)])
+    assert days.take([("opened", 1, 0), ("opened", 2, 0)]) == [(2, 0)]
 
 
 async def test_a_starting_flusher_learns_the_rows_stored_today(settings, redis, pg) -> None:
@@ -88,7 +100,8 @@ async def test_a_starting_flusher_learns_the_rows_stored_today(settings, redis, 
     await push(redis, settings, [event(message, profile, "opened", ts_us=now)])
     await drain(settings)
     fresh = ActiveDays()
-    assert fresh.unknown([("opened", profile, now)]) == [(profile, now // DAY)]
+    assert fresh.take([("opened", profile, now)]) == [(profile, now // DAY)]
+    fresh.released([(profile, now // DAY)])
     await fresh.learn_today(pg)
-    assert fresh.unknown([("opened", profile, now)]) == []  # stored today already: not sent again
-    assert fresh.unknown([("opened", profile, now - DAY)]) == [(profile, now // DAY - 1)]
+    assert fresh.take([("opened", profile, now)]) == []  # stored today already: not sent again
+    assert fresh.take([("opened", profile, now - DAY)]) == [(profile, now // DAY - 1)]

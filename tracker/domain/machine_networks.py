@@ -19,6 +19,7 @@ from pathlib import Path
 
 log = logging.getLogger("tracker.domain.machine_networks")
 _CACHE_MAX = 65_536
+_BLOCKS_MAX = 131_072
 SHIPPED = "machine_networks.txt"
 
 
@@ -63,10 +64,22 @@ class NetworkList:
         self._ranges = {4: _Ranges.of(v4), 6: _Ranges.of(v6)}
         self.size = len(networks)
         self._cache: dict[str, str | None] = {}
+        # "a.b" -> True when no listed network touches that /16: most sources, answered without parsing
+        # the prefix (and without churning the per-prefix cache, which a busy day's /24s would fill).
+        self._clear_blocks: dict[str, bool] = {}
 
     def label_of(self, prefix: str) -> str | None:
         if not prefix:
             return None
+        if prefix.endswith(".0/24"):  # how the edge writes IPv4 prefixes
+            block = prefix[: prefix.find(".", prefix.find(".") + 1)]
+            clear = self._clear_blocks.get(block)
+            if clear is None:
+                if len(self._clear_blocks) >= _BLOCKS_MAX:  # 65,536 /16s; odd spellings could add more
+                    self._clear_blocks.clear()
+                clear = self._clear_blocks[block] = self._block_is_clear(block)
+            if clear:
+                return None
         try:
             return self._cache[prefix]
         except KeyError:
@@ -87,6 +100,11 @@ class NetworkList:
             self._cache.clear()
         self._cache[prefix] = found
         return found
+
+    def _block_is_clear(self, block: str) -> bool:
+        """Whether no listed network overlaps the /16 "a.b" (False for anything else: then the full check)."""
+        span = _ipv4_span(block + ".0.0/16")
+        return span is not None and self._ranges[4].overlapping(*span) is None
 
 
 def _ipv4_span(prefix: str) -> tuple[int, int] | None:

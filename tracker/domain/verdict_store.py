@@ -51,7 +51,8 @@ async def reference_times(conn: asyncpg.Connection, pairs: set[tuple[int, int]])
     # for each batch (it cannot tell how many pairs the arrays hold).
     rows = await conn.fetch(
         """
-        select w.message_id, w.profile_id, t.a, t.b
+        select w.message_id, w.profile_id, (extract(epoch from t.a) * 1000000)::int8,
+               (extract(epoch from t.b) * 1000000)::int8  -- microseconds: no datetime object per value
         from unnest($1::bigint[], $2::bigint[]) as w(message_id, profile_id)
         cross join lateral (
             select s.first_at as a, s.last_at as b from message_profile_stats s
@@ -64,8 +65,8 @@ async def reference_times(conn: asyncpg.Connection, pairs: set[tuple[int, int]])
         messages, profiles,
     )  # fmt: skip
     found: dict[tuple[int, int], list[int]] = defaultdict(list)
-    for row in rows:
-        found[row["message_id"], row["profile_id"]] += [micros(row["a"]), micros(row["b"])]
+    for message_id, profile_id, first, last in rows:
+        found[message_id, profile_id] += (first, last)
     return found
 
 

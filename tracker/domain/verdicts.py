@@ -22,6 +22,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgspec
+
 from tracker.config.flusher import FlusherSettings
 from tracker.contract import signals as sig
 
@@ -49,9 +51,8 @@ class Rules:
         return int(max(self.burst_window_s, self.honeypot_window_s) * US)
 
 
-@dataclass(frozen=True, slots=True)
-class Click:
-    """What the burst and honeypot rules read of a click."""
+class Click(msgspec.Struct, frozen=True):
+    """What the burst and honeypot rules read of a click (a Struct: made for every click of a batch)."""
 
     id: bytes
     ts_us: int
@@ -73,6 +74,15 @@ def judge(
     rules: Rules = Rules(),
 ) -> tuple[str, tuple[str, ...]]:
     """(verdict, reasons) of one event; kinds that are no person's action get ("unknown", ())."""
+    fast = sent_at_us is not None and ts_us - sent_at_us < rules.too_fast_s * US
+    return decide(kind, ua_class, signals, fast=fast, network=network, burst=burst, honeypot=honeypot)
+
+
+def decide(
+    kind: str, ua_class: str, signals: int, *, fast: bool, network: str | None, burst: bool, honeypot: bool
+) -> tuple[str, tuple[str, ...]]:
+    """`judge` once the history is read down to booleans: a function of a few small values, which
+    the flusher remembers per combination instead of deciding again for each event."""
     if kind not in JUDGED:
         return UNKNOWN, ()
     machine: list[str] = []
@@ -88,7 +98,6 @@ def judge(
         machine.append("honeypot")
     if burst:
         machine.append("burst")
-    fast = sent_at_us is not None and ts_us - sent_at_us < rules.too_fast_s * US
     opening = kind in OPENS
     if ua_class == "bare":
         machine.append("privacy_prefetch")
@@ -119,7 +128,10 @@ def bursts(clicks: Iterable[Click], rules: Rules) -> set[bytes]:
     """Ids of clicks inside a window where one IP prefix clicked enough distinct links of one message."""
     window = int(rules.burst_window_s * US)
     found: set[bytes] = set()
+    least = rules.burst_min_links
     for group in _by_source(clicks).values():
+        if len(group) < least:  # most sources click once or twice: never a burst
+            continue
         group.sort(key=lambda c: c.ts_us)
         links: Counter[tuple[int, int]] = Counter()
         start = 0
@@ -140,6 +152,8 @@ def honeypot_marked(clicks: Iterable[Click], traps: set[tuple[int, int, int]], r
     """Ids of clicks near a fetch of a honeypot link (message, version, index) from the same IP prefix."""
     window = int(rules.honeypot_window_s * US)
     found: set[bytes] = set()
+    if not traps:  # no honeypot among these messages' links (the option is off by default)
+        return found
     for (message_id, _prefix), group in _by_source(clicks).items():
         hits = [c.ts_us for c in group if (message_id, *c.link) in traps]
         if hits:

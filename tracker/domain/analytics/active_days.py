@@ -4,12 +4,17 @@ The flusher writes one `profile_active_days` row per profile and day, in the bat
 Most events of a day fall on a (profile, day) row that exists already, so the flusher remembers
 the rows it has stored and sends only the others: a row it forgot, or one another flusher wrote,
 is sent again and `on conflict do nothing` keeps one. The memory is bounded and only ever skips
-rows that are known to be in Postgres.
+rows that are known to be in Postgres, or that a batch of the same flusher is committing now.
+
+That last part matters for speed, not correctness: a flusher writes a few batches at once, and an
+insert that meets a row another open transaction inserted waits for that transaction to end. Two
+batches sharing one (profile, day) pair would run one after the other. The pair is sent by the
+batch that took it first; if that batch fails, the pair is released and sent by its retry (the
+same events), so the row is in Postgres exactly when an event of that profile and day is.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterable
 
 import asyncpg
@@ -17,7 +22,6 @@ import asyncpg
 # What the person did (not what was done to them): opens, reads, clicks, site actions.
 ACTIVE_KINDS = frozenset({"opened", "read", "clicked", "push_opened", "push_clicked", "site_action"})
 _US_PER_DAY = 86_400 * 1_000_000
-_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
 _KNOWN_MAX = 2_000_000  # about 150 MB at most; forgetting costs a re-sent row, nothing else
 
 # A flusher that starts mid-day learns today's rows first: else it would send again the day row of
@@ -30,7 +34,7 @@ limit $1
 
 INSERT = """
 insert into profile_active_days (profile_id, day)
-select profile_id, day from unnest($1::bigint[], $2::date[]) as t(profile_id, day)
+select profile_id, date '1970-01-01' + day from unnest($1::bigint[], $2::int[]) as t(profile_id, day)
 order by 1, 2
 on conflict do nothing
 """
@@ -39,15 +43,23 @@ on conflict do nothing
 class ActiveDays:
     def __init__(self, known_max: int = _KNOWN_MAX) -> None:
         self._known: set[tuple[int, int]] = set()
+        self._sending: set[tuple[int, int]] = set()  # taken by a batch being committed
         self._known_max = known_max
         self._learnt = False
 
-    def unknown(self, events: Iterable[tuple[str, int, int]]) -> list[tuple[int, int]]:
-        """(profile, day number) pairs of these (kind, profile, ts_us) not known to be stored."""
-        known = self._known
+    def take(self, events: Iterable[tuple[str, int, int]]) -> list[tuple[int, int]]:
+        """(profile, day number) pairs of these (kind, profile, ts_us) neither known to be stored nor
+        being sent by another batch; the caller sends them, then says `stored` or `released`."""
         found = {(profile, ts_us // _US_PER_DAY) for kind, profile, ts_us in events
                  if profile and kind in ACTIVE_KINDS}  # fmt: skip
-        return sorted(found - known)
+        found -= self._known
+        found -= self._sending
+        self._sending |= found
+        return sorted(found)
+
+    def released(self, pairs: list[tuple[int, int]]) -> None:
+        """The batch that took these did not commit: its retry (or another batch) sends them."""
+        self._sending.difference_update(pairs)
 
     async def learn_today(self, conn: asyncpg.Connection) -> None:
         """Remember the day rows stored today already (by this flusher's earlier life, or another);
@@ -64,10 +76,12 @@ class ActiveDays:
 
     def stored(self, pairs: list[tuple[int, int]]) -> None:
         """After the commit: these rows are in Postgres."""
+        self._sending.difference_update(pairs)
         if len(self._known) + len(pairs) > self._known_max:
             self._known.clear()
         self._known.update(pairs)
 
 
-def as_arrays(pairs: list[tuple[int, int]]) -> tuple[list[int], list[dt.date]]:
-    return [p for p, _ in pairs], [dt.date.fromordinal(_EPOCH_ORDINAL + d) for _, d in pairs]
+def as_arrays(pairs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Profiles and day numbers (days since 1970-01-01): no date object per row."""
+    return [p for p, _ in pairs], [d for _, d in pairs]
