@@ -12,7 +12,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import asyncpg
-import msgspec
 
 from tracker.config import Settings
 from tracker.contract.events import Event
@@ -23,6 +22,15 @@ from tracker.domain.verdicts import rules_of as verdict_rules
 
 _HONEYPOT_CACHE_MAX = 100_000
 _DECISIONS_MAX = 10_000  # kinds x user-agent classes x signals x labels: bounded against odd input
+
+
+@dataclass(slots=True)
+class _Decision:
+    """One combination's verdict and reasons, and how many events of the batch being judged got it."""
+
+    verdict: str
+    reasons: tuple[str, ...]
+    events: int = 0
 
 
 @dataclass(slots=True)
@@ -38,9 +46,11 @@ class Judge:
         # Link tables are immutable per version: which links are honeypots never changes.
         self._traps: dict[tuple[int, int], frozenset[int]] = {}
         self.counts: Counter[tuple[str, str]] = Counter()  # (verdict, reason) -> events, for /metrics
-        self._decisions: dict[tuple, tuple[str, tuple[str, ...]]] = {}  # a few hundred combinations at most
+        self._decisions: dict[tuple, _Decision] = {}  # a few hundred combinations at most
 
     async def judge(self, conn: asyncpg.Connection, events: list[Event]) -> Judged:
+        """Set each open's and click's verdict and reasons on the event itself; return the events and
+        the changes to earlier clicks."""
         judged = [e for e in events if e.kind in JUDGED]
         if not judged:
             return Judged(events)
@@ -64,31 +74,31 @@ class Judge:
         decisions = self._decisions
         if len(decisions) > _DECISIONS_MAX:
             decisions.clear()
-        tally: Counter[tuple] = Counter()
-        replace = msgspec.structs.replace
-        out = []
+        used: list[_Decision] = []
         for event in events:
             kind = event.kind
             if kind not in JUDGED:
-                out.append(event)  # stored as "unknown", no reasons: no person's action to judge
-                continue
+                continue  # stored as "unknown", no reasons: no person's action to judge
             pair_times = times.get((event.message_id, event.profile_id))
             sent_at = reference_time(pair_times, event.ts_us) if pair_times else None
             # verdicts.judge, read down to the values it depends on (the same rules: `decide`).
             key = (kind, event.ua_class, event.signals, sent_at is not None and event.ts_us - sent_at < too_fast_us,
                    label_of(event.ip_prefix), event.id in burst, event.id in trapped)  # fmt: skip
-            decided = decisions.get(key)
-            if decided is None:
-                decided = decisions[key] = decide(kind, key[1], key[2], fast=key[3], network=key[4], burst=key[5],
-                                                  honeypot=key[6])  # fmt: skip
-            tally[key] += 1
-            out.append(replace(event, verdict=decided[0], reasons=decided[1]))
+            decision = decisions.get(key)
+            if decision is None:
+                decision = decisions[key] = _Decision(*decide(kind, key[1], key[2], fast=key[3], network=key[4],
+                                                              burst=key[5], honeypot=key[6]))  # fmt: skip
+            if not decision.events:
+                used.append(decision)
+            decision.events += 1
+            # In place (the batch's own decoded events): a copy of each cost more than the rest of this loop.
+            event.verdict, event.reasons = decision.verdict, decision.reasons
         counts = self.counts
-        for key, number in tally.items():
-            verdict, reasons = decisions[key]
-            for reason in reasons:
-                counts[verdict, reason] += number
-        return Judged(out, _turned(stored, burst, trapped))
+        for decision in used:
+            for reason in decision.reasons:
+                counts[decision.verdict, reason] += decision.events
+            decision.events = 0
+        return Judged(events, _turned(stored, burst, trapped))
 
     async def _trap_links(self, conn: asyncpg.Connection, versions: set[tuple[int, int]]) -> set[tuple[int, int, int]]:
         missing = {v for v in versions if v not in self._traps}

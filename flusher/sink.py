@@ -124,11 +124,9 @@ class PostgresSink:
         if not events:
             return Stored(duplicates=batch.duplicates)
         await self._ensure_days(conn, events)
-        # Judged before the transaction (it only reads); the batch keeps the verdicts for the action hooks.
+        # Judged before the transaction (it only reads). The verdicts are set on the batch's own events,
+        # which the action hooks receive.
         judged = await self.judge.judge(conn, events)
-        for event in judged.events:
-            _, stream, entry = batch.events[event.id]
-            batch.events[event.id] = (event, stream, entry)
         stored = await self._store_splitting(conn, batch, judged.events, judged.changes)
         stored.duplicates += batch.duplicates
         return stored
@@ -161,7 +159,7 @@ class PostgresSink:
             for e in events
         ]  # fmt: skip
         # From every event, duplicates included: a duplicate's day is stored already (its first copy's).
-        days = self._active_days.take((e.kind, e.profile_id, e.ts_us) for e in events) if self._active_days else []
+        days = self._active_days.take(events) if self._active_days else []
         try:
             new = await self._write(conn, events, changes, records, days)
         except BaseException:

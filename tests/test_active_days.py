@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from tests.flusher_helpers import drain, event, make_message, make_profiles, now_us, push
+from tracker.contract.events import Event
 from tracker.domain.analytics.active_days import ActiveDays
 from tracker.domain.analytics.listing import profiles_page
 
@@ -71,7 +72,7 @@ async def test_active_since_is_exact_within_a_day(settings, redis, pg) -> None:
 
 def test_the_memory_skips_known_rows_and_stays_bounded() -> None:
     days = ActiveDays(known_max=3)
-    events = [("opened", 1, 0), ("opened", 1, 5), ("clicked", 2, DAY), ("delivered", 3, 0), ("opened", 0, 0)]
+    events = _events(("opened", 1, 0), ("opened", 1, 5), ("clicked", 2, DAY), ("delivered", 3, 0), ("opened", 0, 0))
     pending = days.take(events)
     assert pending == [(1, 0), (2, 1)]  # one per profile and day; not `delivered`, not the anonymous profile
     days.stored(pending)
@@ -83,14 +84,14 @@ def test_the_memory_skips_known_rows_and_stays_bounded() -> None:
 
 def test_a_pair_being_sent_is_left_to_its_batch_until_released() -> None:
     days = ActiveDays()
-    first = days.take([("opened", 1, 0), ("opened", 2, 0)])
+    first = days.take(_events(("opened", 1, 0), ("opened", 2, 0)))
     assert first == [(1, 0), (2, 0)]
     # A second batch writing at the same time leaves (1, 0) to the first: no wait on its uncommitted row.
-    assert days.take([("opened", 1, 5), ("opened", 3, 0)]) == [(3, 0)]
+    assert days.take(_events(("opened", 1, 5), ("opened", 3, 0))) == [(3, 0)]
     days.released(first)  # the first batch failed: its retry, or any batch, sends them
-    assert days.take([("clicked", 1, 9)]) == [(1, 0)]
+    assert days.take(_events(("clicked", 1, 9))) == [(1, 0)]
     days.stored([(1, 0)])
-    assert days.take([("opened", 1, 0), ("opened", 2, 0)]) == [(2, 0)]
+    assert days.take(_events(("opened", 1, 0), ("opened", 2, 0))) == [(2, 0)]
 
 
 async def test_a_starting_flusher_learns_the_rows_stored_today(settings, redis, pg) -> None:
@@ -100,8 +101,13 @@ async def test_a_starting_flusher_learns_the_rows_stored_today(settings, redis, 
     await push(redis, settings, [event(message, profile, "opened", ts_us=now)])
     await drain(settings)
     fresh = ActiveDays()
-    assert fresh.take([("opened", profile, now)]) == [(profile, now // DAY)]
+    assert fresh.take(_events(("opened", profile, now))) == [(profile, now // DAY)]
     fresh.released([(profile, now // DAY)])
     await fresh.learn_today(pg)
-    assert fresh.take([("opened", profile, now)]) == []  # stored today already: not sent again
-    assert fresh.take([("opened", profile, now - DAY)]) == [(profile, now // DAY - 1)]
+    assert fresh.take(_events(("opened", profile, now))) == []  # stored today already: not sent again
+    assert fresh.take(_events(("opened", profile, now - DAY))) == [(profile, now // DAY - 1)]
+
+
+def _events(*facts: tuple[str, int, int]) -> list[Event]:
+    """Events of these (kind, profile, ts_us); the rest of each event does not matter here."""
+    return [Event(bytes(16), kind, "email", 1, profile, ts_us) for kind, profile, ts_us in facts]

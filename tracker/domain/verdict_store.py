@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from tracker.domain.analytics.verdict_rollups import APPLY_ROLLUPS
+from tracker.domain.pg_arrays import int_array
 from tracker.domain.verdicts import Click
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -53,7 +54,7 @@ async def reference_times(conn: asyncpg.Connection, pairs: set[tuple[int, int]])
         """
         select w.message_id, w.profile_id, (extract(epoch from t.a) * 1000000)::int8,
                (extract(epoch from t.b) * 1000000)::int8  -- microseconds: no datetime object per value
-        from unnest($1::bigint[], $2::bigint[]) as w(message_id, profile_id)
+        from unnest($1::text::bigint[], $2::text::bigint[]) as w(message_id, profile_id)
         cross join lateral (
             select s.first_at as a, s.last_at as b from message_profile_stats s
             where s.message_id = w.message_id and s.profile_id = w.profile_id and s.kind in ('sent', 'delivered')
@@ -62,7 +63,7 @@ async def reference_times(conn: asyncpg.Connection, pairs: set[tuple[int, int]])
             where r.message_id = w.message_id and r.profile_id = w.profile_id
         ) t
         """,
-        messages, profiles,
+        int_array(messages), int_array(profiles),
     )  # fmt: skip
     found: dict[tuple[int, int], list[int]] = defaultdict(list)
     for message_id, profile_id, first, last in rows:

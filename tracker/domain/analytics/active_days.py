@@ -19,6 +19,9 @@ from collections.abc import Iterable
 
 import asyncpg
 
+from tracker.contract.events import Event
+from tracker.domain.pg_arrays import int_array
+
 # What the person did (not what was done to them): opens, reads, clicks, site actions.
 ACTIVE_KINDS = frozenset({"opened", "read", "clicked", "push_opened", "push_clicked", "site_action"})
 _US_PER_DAY = 86_400 * 1_000_000
@@ -34,7 +37,7 @@ limit $1
 
 INSERT = """
 insert into profile_active_days (profile_id, day)
-select profile_id, date '1970-01-01' + day from unnest($1::bigint[], $2::int[]) as t(profile_id, day)
+select profile_id, date '1970-01-01' + day from unnest($1::text::bigint[], $2::text::int[]) as t(profile_id, day)
 order by 1, 2
 on conflict do nothing
 """
@@ -47,11 +50,10 @@ class ActiveDays:
         self._known_max = known_max
         self._learnt = False
 
-    def take(self, events: Iterable[tuple[str, int, int]]) -> list[tuple[int, int]]:
-        """(profile, day number) pairs of these (kind, profile, ts_us) neither known to be stored nor
-        being sent by another batch; the caller sends them, then says `stored` or `released`."""
-        found = {(profile, ts_us // _US_PER_DAY) for kind, profile, ts_us in events
-                 if profile and kind in ACTIVE_KINDS}  # fmt: skip
+    def take(self, events: Iterable[Event]) -> list[tuple[int, int]]:
+        """(profile, day number) pairs of these events neither known to be stored nor being sent by
+        another batch; the caller sends them, then says `stored` or `released`."""
+        found = {(e.profile_id, e.ts_us // _US_PER_DAY) for e in events if e.profile_id and e.kind in ACTIVE_KINDS}
         found -= self._known
         found -= self._sending
         self._sending |= found
@@ -82,6 +84,6 @@ class ActiveDays:
         self._known.update(pairs)
 
 
-def as_arrays(pairs: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
-    """Profiles and day numbers (days since 1970-01-01): no date object per row."""
-    return [p for p, _ in pairs], [d for _, d in pairs]
+def as_arrays(pairs: list[tuple[int, int]]) -> tuple[str, str]:
+    """Profiles and day numbers (days since 1970-01-01), as INSERT's two array parameters."""
+    return int_array(p for p, _ in pairs), int_array(d for _, d in pairs)
