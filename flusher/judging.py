@@ -9,7 +9,7 @@ machine's come back as changes, applied in the batch's own transaction.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -33,12 +33,6 @@ class _Decision:
     events: int = 0
 
 
-@dataclass(slots=True)
-class Judged:
-    events: list[Event]
-    changes: list[store.Change] = field(default_factory=list)
-
-
 class Judge:
     def __init__(self, settings: Settings) -> None:
         self.rules = verdict_rules(settings.flusher)
@@ -48,12 +42,12 @@ class Judge:
         self.counts: Counter[tuple[str, str]] = Counter()  # (verdict, reason) -> events, for /metrics
         self._decisions: dict[tuple, _Decision] = {}  # a few hundred combinations at most
 
-    async def judge(self, conn: asyncpg.Connection, events: list[Event]) -> Judged:
-        """Set each open's and click's verdict and reasons on the event itself; return the events and
-        the changes to earlier clicks."""
+    async def judge(self, conn: asyncpg.Connection, events: list[Event]) -> list[store.Change]:
+        """Set each open's and click's verdict and reasons on the event itself; return the changes
+        to earlier clicks."""
         judged = [e for e in events if e.kind in JUDGED]
         if not judged:
-            return Judged(events)
+            return []
         rules = self.rules
         times = await store.reference_times(conn, {(e.message_id, e.profile_id) for e in judged})
         clicks = [e for e in judged if e.kind in CLICKS]
@@ -98,7 +92,7 @@ class Judge:
             for reason in decision.reasons:
                 counts[decision.verdict, reason] += decision.events
             decision.events = 0
-        return Judged(events, _turned(stored, burst, trapped))
+        return _turned(stored, burst, trapped)
 
     async def _trap_links(self, conn: asyncpg.Connection, versions: set[tuple[int, int]]) -> set[tuple[int, int, int]]:
         missing = {v for v in versions if v not in self._traps}

@@ -126,8 +126,8 @@ class PostgresSink:
         await self._ensure_days(conn, events)
         # Judged before the transaction (it only reads). The verdicts are set on the batch's own events,
         # which the action hooks receive.
-        judged = await self.judge.judge(conn, events)
-        stored = await self._store_splitting(conn, batch, judged.events, judged.changes)
+        changes = await self.judge.judge(conn, events)
+        stored = await self._store_splitting(conn, batch, events, changes)
         stored.duplicates += batch.duplicates
         return stored
 
