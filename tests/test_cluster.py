@@ -132,6 +132,38 @@ async def test_a_master_killed_under_load_loses_and_doubles_nothing(stack: Clust
     assert outcome.lost == 0, count(outcome)
 
 
+async def test_commands_on_connections_closed_under_them_fail_as_an_outage(cluster: LocalCluster) -> None:
+    """redis-py closes every connection of the client when it re-reads the slot map (one command met the dead
+    master); commands in flight on them must fail as an outage, which the programs wait out, and not with
+    the RuntimeError or AttributeError the closed transport gives (three flushers exited on those once)."""
+    client = open_cluster(cluster.url, socket_timeout=5)
+    outcomes: Counter[str] = Counter()
+    try:
+        await client.set("{closed}k", b"v")
+        for round_ in range(40):
+            reads = [asyncio.create_task(client.get("{closed}k")) for _ in range(30)]
+            for _ in range(round_ % 4):  # the close lands at different points of the commands
+                await asyncio.sleep(0)
+            await client.aclose()
+            for outcome in await asyncio.gather(*reads, return_exceptions=True):
+                outcomes[type(outcome).__name__] += 1
+        assert await client.get("{closed}k") == b"v"  # and the client goes on
+    finally:
+        await client.aclose()
+    assert outcomes["ClusterUnavailable"] > 0, f"no command was caught by the close: {outcomes}"
+    assert set(outcomes) <= {"bytes", "ClusterUnavailable"}, outcomes
+
+
+def test_a_callers_own_error_is_not_taken_for_a_closed_connection() -> None:
+    from tracker.streams.cluster import _closed_under_command
+
+    try:
+        None.writelines  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "'NoneType' object has no attribute" in str(exc)
+        assert not _closed_under_command(exc)
+
+
 async def _promoted(cluster: LocalCluster, survivor: Node, victim: int) -> bool:
     return cluster.state_ok(survivor) and victim not in cluster.master_ports()
 

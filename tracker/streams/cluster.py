@@ -18,12 +18,19 @@ Two kinds of cluster failure are told apart, as the programs' retry policy
                  read): `ClusterUnavailable`, a ConnectionError, so whatever
                  waits out a Redis outage (the edge's spool, the consumers'
                  retries) waits this out too. The next command reads the slot
-                 map again.
+                 map again. Also a command whose connection redis-py closed
+                 under it: re-reading the slot map closes every connection of
+                 the client, and a command in flight on one of them fails
+                 inside redis-py or the event loop's transport with a
+                 RuntimeError ("the handler is closed") or an AttributeError
+                 on the writer it set to None. Left as they are, those end a
+                 program on a failover another command noticed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -93,6 +100,10 @@ class TrackerCluster(RedisCluster):
             if isinstance(exc, RedisClusterException) and not _is_topology(exc):
                 raise  # a caller's mistake (CROSSSLOT, a keyless command in a pipeline): not to be waited out
             raise ClusterUnavailable(f"Redis Cluster: {exc}") from exc
+        except _CLOSED_UNDER_COMMAND as exc:
+            if not _closed_under_command(exc):
+                raise
+            raise ClusterUnavailable(f"Redis Cluster: a connection closed under the command ({exc})") from exc
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
@@ -107,6 +118,25 @@ def _is_topology(exc: RedisClusterException) -> bool:
     return any(part in text for part in ("not covered", "cannot be connected", "could not agree", "No targets"))
 
 
+_CLOSED_UNDER_COMMAND = (RuntimeError, AttributeError, TypeError)
+# What a closed connection looks like from inside: uvloop's and asyncio's transports, redis-py's writer and reader.
+_CLOSED_TEXTS = ("handler is closed", "transport is closed", "'NoneType' object has no attribute",
+                 "'NoneType' object is not callable")  # fmt: skip
+_CLIENT_FILES = ("/redis/asyncio/", "/asyncio/streams.py", "/asyncio/selector_events.py", "uvloop")
+
+
+def _closed_under_command(exc: BaseException) -> bool:
+    """An error of redis-py's own connection code after the connection was closed under a command in flight.
+
+    Told by its text and by where it was raised (the innermost frame is redis-py's or the event loop's
+    transport), so that the same error type raised by a caller's code is not waited out as an outage.
+    """
+    if not any(text in str(exc) for text in _CLOSED_TEXTS):
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and any(part in frames[-1].filename for part in _CLIENT_FILES)
+
+
 class _Pipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         try:
@@ -119,6 +149,10 @@ class _Pipeline(ClusterPipeline):
             if not _is_topology(exc):
                 raise
             raise ClusterUnavailable(f"Redis Cluster: {exc}") from exc
+        except _CLOSED_UNDER_COMMAND as exc:
+            if not _closed_under_command(exc):
+                raise
+            raise ClusterUnavailable(f"Redis Cluster: a connection closed under the pipeline ({exc})") from exc
 
 
 def open_cluster(url: str, **options: Any) -> TrackerCluster:
