@@ -17,7 +17,17 @@ from tracker.config import Settings
 from tracker.contract.events import Event
 from tracker.domain import verdict_store as store
 from tracker.domain.machine_networks import MachineNetworks
-from tracker.domain.verdicts import CLICKS, JUDGED, MACHINE, US, Click, bursts, decide, honeypot_marked, reference_time
+from tracker.domain.verdicts import (
+    CLICKS,
+    JUDGED,
+    MACHINE,
+    Click,
+    bursts,
+    decide,
+    honeypot_marked,
+    reference_time,
+    too_fast,
+)
 from tracker.domain.verdicts import rules_of as verdict_rules
 
 _HONEYPOT_CACHE_MAX = 100_000
@@ -64,7 +74,6 @@ class Judge:
         burst = bursts(every, rules)
         trapped = honeypot_marked(every, traps, rules) | {c.id for c in every if (c.message_id, *c.link) in traps}
         label_of = self.networks.current().label_of
-        too_fast_us = rules.too_fast_s * US
         decisions = self._decisions
         if len(decisions) > _DECISIONS_MAX:
             decisions.clear()
@@ -76,7 +85,7 @@ class Judge:
             pair_times = times.get((event.message_id, event.profile_id))
             sent_at = reference_time(pair_times, event.ts_us) if pair_times else None
             # verdicts.judge, read down to the values it depends on (the same rules: `decide`).
-            key = (kind, event.ua_class, event.signals, sent_at is not None and event.ts_us - sent_at < too_fast_us,
+            key = (kind, event.ua_class, event.signals, too_fast(event.ts_us, sent_at, rules),
                    label_of(event.ip_prefix), event.id in burst, event.id in trapped)  # fmt: skip
             decision = decisions.get(key)
             if decision is None:

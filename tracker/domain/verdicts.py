@@ -74,8 +74,13 @@ def judge(
     rules: Rules = Rules(),
 ) -> tuple[str, tuple[str, ...]]:
     """(verdict, reasons) of one event; kinds that are no person's action get ("unknown", ())."""
-    fast = sent_at_us is not None and ts_us - sent_at_us < rules.too_fast_s * US
+    fast = too_fast(ts_us, sent_at_us, rules)
     return decide(kind, ua_class, signals, fast=fast, network=network, burst=burst, honeypot=honeypot)
+
+
+def too_fast(ts_us: int, sent_at_us: int | None, rules: Rules) -> bool:
+    """Sooner after the message reached the profile (`reference_time`) than a person opens or clicks."""
+    return sent_at_us is not None and ts_us - sent_at_us < rules.too_fast_s * US
 
 
 def decide(

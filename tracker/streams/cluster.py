@@ -94,21 +94,28 @@ class TrackerCluster(RedisCluster):
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().execute_command(*args, **kwargs)
-        except (ClusterRefused, ClusterUnavailable):
-            raise
-        except (ClusterDownError, RedisClusterException) as exc:
-            if isinstance(exc, RedisClusterException) and not _is_topology(exc):
-                raise  # a caller's mistake (CROSSSLOT, a keyless command in a pipeline): not to be waited out
-            raise ClusterUnavailable(f"Redis Cluster: {exc}") from exc
-        except _CLOSED_UNDER_COMMAND as exc:
-            if not _closed_under_command(exc):
+        except Exception as exc:
+            unavailable = _unavailable(exc)
+            if unavailable is None:
                 raise
-            raise ClusterUnavailable(f"Redis Cluster: a connection closed under the command ({exc})") from exc
+            raise unavailable from exc
 
     def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> ClusterPipeline:
         if shard_hint:
             raise RedisClusterException("shard_hint is not supported in cluster mode")
         return _Pipeline(self, transaction)
+
+
+def _unavailable(exc: Exception) -> ClusterUnavailable | None:
+    """The outage a command's or pipeline's error stands for, or None when it is to be raised as it is
+    (a refusal, or a caller's mistake such as CROSSSLOT or a keyless command in a pipeline)."""
+    if isinstance(exc, (ClusterRefused, ClusterUnavailable)):
+        return None
+    if isinstance(exc, ClusterDownError) or (isinstance(exc, RedisClusterException) and _is_topology(exc)):
+        return ClusterUnavailable(f"Redis Cluster: {exc}")
+    if _closed_under_command(exc):
+        return ClusterUnavailable(f"Redis Cluster: a connection closed under the command ({exc})")
+    return None
 
 
 def _is_topology(exc: RedisClusterException) -> bool:
@@ -118,8 +125,8 @@ def _is_topology(exc: RedisClusterException) -> bool:
     return any(part in text for part in ("not covered", "cannot be connected", "could not agree", "No targets"))
 
 
-_CLOSED_UNDER_COMMAND = (RuntimeError, AttributeError, TypeError)
 # What a closed connection looks like from inside: uvloop's and asyncio's transports, redis-py's writer and reader.
+_CLOSED_TYPES = (RuntimeError, AttributeError, TypeError)
 _CLOSED_TEXTS = ("handler is closed", "transport is closed", "'NoneType' object has no attribute",
                  "'NoneType' object is not callable")  # fmt: skip
 _CLIENT_FILES = ("/redis/asyncio/", "/asyncio/streams.py", "/asyncio/selector_events.py", "uvloop")
@@ -131,7 +138,7 @@ def _closed_under_command(exc: BaseException) -> bool:
     Told by its text and by where it was raised (the innermost frame is redis-py's or the event loop's
     transport), so that the same error type raised by a caller's code is not waited out as an outage.
     """
-    if not any(text in str(exc) for text in _CLOSED_TEXTS):
+    if not isinstance(exc, _CLOSED_TYPES) or not any(text in str(exc) for text in _CLOSED_TEXTS):
         return False
     frames = traceback.extract_tb(exc.__traceback__)
     return bool(frames) and any(part in frames[-1].filename for part in _CLIENT_FILES)
@@ -141,18 +148,11 @@ class _Pipeline(ClusterPipeline):
     async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> list[Any]:
         try:
             return await super().execute(raise_on_error, allow_redirections)
-        except (ClusterRefused, ClusterUnavailable):
-            raise
-        except ClusterDownError as exc:
-            raise ClusterUnavailable(f"Redis Cluster: {exc}") from exc
-        except RedisClusterException as exc:
-            if not _is_topology(exc):
+        except Exception as exc:
+            unavailable = _unavailable(exc)
+            if unavailable is None:
                 raise
-            raise ClusterUnavailable(f"Redis Cluster: {exc}") from exc
-        except _CLOSED_UNDER_COMMAND as exc:
-            if not _closed_under_command(exc):
-                raise
-            raise ClusterUnavailable(f"Redis Cluster: a connection closed under the pipeline ({exc})") from exc
+            raise unavailable from exc
 
 
 def open_cluster(url: str, **options: Any) -> TrackerCluster:
