@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.local_cluster import LocalCluster, cluster_binary
 from edge.event_buffer import _APPEND
-from tests.cluster_rig import LocalCluster, cluster_binary
 from tracker.contract.keys import ENTRY_FIELD, event_streams
 from tracker.streams.cluster import open_cluster
 

@@ -31,7 +31,7 @@ MessageChannel = Literal[MESSAGE_CHANNELS]  # type: ignore[valid-type]
 EmailStatus = Literal["active", "hard_bounced", "complained"]
 PhoneStatus = Literal["active", "undelivered", "complained"]
 # What a 422 says instead of the regex it failed (edge.api._errors; the patterns are here and in
-# tracker.domain.hook_definitions). A pattern missing here is shown as msgspec gives it; tests/test_api_errors.py
+# tracker.domain.hook_definitions). A pattern missing here is shown as msgspec gives it; tests/edge/test_api_errors.py
 # fails when an input's pattern has no words.
 PATTERN_WORDS = {
     NO_NUL: "text must not contain NUL (\\u0000) characters",

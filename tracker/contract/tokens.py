@@ -55,7 +55,7 @@ TIMED_KINDS = frozenset({TokenKind.UNSUBSCRIBE, TokenKind.CONFIRM})
 class Channel(IntEnum):
     """Every channel, defined here once. A token carries its number (3 bits: at most 7; a number is
     never changed or reused); its name in lower case is how events, the API and Postgres spell it
-    (the schema's check constraints, in tracker/contract/migrations, list them too: tests/test_events.py)."""
+    (the schema's check constraints, in tracker/contract/migrations, list them too: tests/tracker/test_events.py)."""
 
     EMAIL = 1
     SMS = 2
