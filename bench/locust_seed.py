@@ -13,10 +13,12 @@ recipients would get. Writes the paths to `--out` (JSON, read by the
 locustfile through LOCUST_SEED_FILE) and the environment the edge needs
 (database, signing keys, generic webhook secret) to `<out>.env`, mode 0600.
 
-TRACKER_SIGNING_KEYS and TRACKER_REPORT_GENERIC_EMAIL_SECRET are taken from the
-environment when set, else (keys only) from the folder of `--tracker-run DIR`, where
-`tracker run --data-dir DIR` keeps them, else made up here; REDIS_URL, when set, gets the SMS
-short codes cached as the API would (the edge falls back to Postgres anyway).
+DATABASE_URL, REDIS_URL and TRACKER_SIGNING_KEYS are taken from the environment when
+set, else from the stack file of the `tracker run --data-dir DIR` named by
+`--tracker-run DIR` (its signing-keys file alone when that run has stopped), else
+the keys are made up here. REDIS_URL, when known, gets the SMS short codes cached as
+the API would (the edge falls back to Postgres anyway). Runs from any folder; the
+seed file goes to bench/results/ of this checkout unless --out says otherwise.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from tracker.config import Settings, parse_signing_keys
 from tracker.contract.schema import migrate
 from tracker.domain.messages import register_message
 from tracker.domain.render import render_message
+from tracker.ops.stack_file import FILE_NAME, read_stack, stale_reason
 
-DEFAULT_OUT = Path("bench/results/locust-seed.json")
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "locust-seed.json"
 PUSH_ACTIONS = ["view", "reply", "dismiss"]
 _PATH = re.compile(r"https?://[^/\s\"]+(/(?:o|r|c|s)/[A-Za-z0-9_\-]+(?:\.gif)?)")
 
@@ -118,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("LOCUST_SEED_FILE", DEFAULT_OUT)),
                         help="seed file the locustfile reads (LOCUST_SEED_FILE)")  # fmt: skip
     parser.add_argument("--tracker-run", type=Path, metavar="DATA_DIR",
-                        help="seed for an edge `tracker run --data-dir DATA_DIR` started: use the signing keys"
-                             " it keeps there (give DATABASE_URL the database it uses, without --fresh)")  # fmt: skip
+                        help="seed the stack `tracker run --data-dir DATA_DIR` runs: its database, Redis and"
+                             " signing keys, from its stack file (without --fresh)")  # fmt: skip
     parser.add_argument("--profiles", type=int, default=500, help="recipients of every message")
     parser.add_argument("--links", type=int, default=5, help="tracked links in the email")
     return parser
@@ -129,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.drop:
         return drop(args.out)
-    if not args.database_url:
-        print("locust_seed: DATABASE_URL (or --database-url) is not set", file=sys.stderr)
+    env = {**stack_of(args.tracker_run), **{name: value for name, value in os.environ.items() if value}}
+    database_url = args.database_url or env.get("DATABASE_URL", "")
+    if not database_url:
+        print("locust_seed: DATABASE_URL (or --database-url, or --tracker-run DIR of a running `tracker run`) is not "
+              "set", file=sys.stderr)  # fmt: skip
         return 2
-    env = os.environ
     keys = env.get("TRACKER_SIGNING_KEYS") or run_keys(args.tracker_run) or f"1:{secrets.token_urlsafe(24)}"
     report_secret = env.get("TRACKER_REPORT_GENERIC_EMAIL_SECRET") or secrets.token_urlsafe(24)
-    admin_url, database, database_url = args.database_url, None, args.database_url
+    admin_url, database = database_url, None
     if args.fresh:
         database, database_url = create_database(admin_url)
     settings = Settings.from_env(
@@ -159,6 +164,22 @@ def main(argv: list[str] | None = None) -> int:
           f" in {database or 'DATABASE_URL'}: messages {data['messages']}")  # fmt: skip
     print(f"seed file: {args.out}; the edge's environment: {env_file} (set -a; . {env_file}; set +a)")
     return 0
+
+
+def stack_of(data_dir: Path | None) -> dict[str, str]:
+    """DATABASE_URL, REDIS_URL and the signing keys of the running `tracker run --data-dir data_dir`, if any."""
+    if data_dir is None:
+        return {}
+    stack = read_stack(data_dir / FILE_NAME)
+    if stack is None:
+        return {}
+    stale = stale_reason(stack)
+    if stale:
+        print(f"locust_seed: ignoring {stack.path}: {stale}", file=sys.stderr)
+        return {}
+    print(f"locust_seed: using the stack of `tracker run` in {data_dir}", file=sys.stderr)
+    return {name: stack.variables[name] for name in ("DATABASE_URL", "REDIS_URL", "TRACKER_SIGNING_KEYS")
+            if stack.variables.get(name)}  # fmt: skip
 
 
 def run_keys(data_dir: Path | None) -> str | None:

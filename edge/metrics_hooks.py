@@ -17,8 +17,8 @@ from redis.exceptions import RedisError
 
 from edge.prom_text import sample
 from tracker.contract.keys import committed_streams, forwarder_metrics_key, forwarders_set_key, hook_of_group
-from tracker.contract.snapshots import COUNT_UNREAD_UP_TO as _COUNT_UP_TO
 from tracker.contract.snapshots import ForwarderMetricsSnapshot, decode
+from tracker.streams.unread import COUNT_UP_TO, queue_unread, unread_of
 
 _STATES = ("active", "paused", "failing", "stopped")
 
@@ -45,29 +45,26 @@ async def hooks_text(redis: Any, prefix: str, shards: int) -> str:
     except (RedisError, OSError, TimeoutError) as exc:
         return f"# hooks metrics unavailable: {type(exc).__name__}\n"
     backlog: dict[str, int] = {}
-    uncounted: list[tuple[str, str, Any]] = []  # (hook, stream, last delivered id): Redis gave no lag
+    uncounted: list[tuple[str, dict]] = []  # (hook, group): Redis gave no lag (before 7, or after a trim)
     for stream, groups in zip(committed_streams(prefix, shards), replies[:-1], strict=True):
         for group in groups if isinstance(groups, list) else []:  # an error: no committed stream yet
             hook_id = hook_of_group(group.get("name", b""))
             if hook_id is None:
                 continue
             hook = str(hook_id)
-            lag = group.get("lag")
-            backlog[hook] = backlog.get(hook, 0) + int(group.get("pending") or 0) + (lag if isinstance(lag, int) else 0)
-            if not isinstance(lag, int):
-                uncounted.append((hook, stream, group.get("last-delivered-id")))
+            backlog[hook] = backlog.get(hook, 0) + int(group.get("pending") or 0) + (unread_of(group) or 0)
+            group["stream"] = stream
+            uncounted += [(hook, group)] if unread_of(group) is None else []
     if uncounted:
-        # After trimming Redis may not know a group's lag: count the entries past its cursor, up to a cap.
         try:
             async with asyncio.timeout(1.0), redis.pipeline(transaction=False) as pipe:
-                for _hook, stream, last in uncounted:
-                    pipe.xrange(stream, min=b"(" + (last if isinstance(last, bytes) else str(last).encode()),
-                                count=_COUNT_UP_TO)  # fmt: skip
+                for _hook, group in uncounted:
+                    queue_unread(pipe, group["stream"], group)
                 counted = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError, TimeoutError) as exc:
             return f"# hooks metrics unavailable: {type(exc).__name__}\n"
-        for (hook, _stream, _last), entries in zip(uncounted, counted, strict=True):
-            backlog[hook] += len(entries) if isinstance(entries, list) else 0
+        for (hook, group), count in zip(uncounted, counted, strict=True):
+            backlog[hook] += unread_of(group, count) or 0
     snapshots = [snapshot for raw in raws if (snapshot := decode(raw, ForwarderMetricsSnapshot))]
     return render_hooks_metrics(backlog, snapshots)
 
@@ -78,7 +75,7 @@ def render_hooks_metrics(backlog: dict[str, int], snapshots: list[ForwarderMetri
         return ""
     now = time.time() if now is None else now
     lines = ["# HELP hooks_backlog_entries Committed-stream entries a hook has not acknowledged"
-             f" (a lower bound after trims: counted up to {_COUNT_UP_TO} per shard where Redis knows no lag)",
+             f" (a lower bound where Redis knows no lag and over {COUNT_UP_TO} entries are past and before the cursor)",
              "# TYPE hooks_backlog_entries gauge"]  # fmt: skip
     lines += [sample("hooks_backlog_entries", {"hook": hook}, count) for hook, count in sorted(backlog.items())]
     per_hook = [(snap.consumer, hook, facts) for snap in snapshots for hook, facts in sorted(snap.hooks.items())]

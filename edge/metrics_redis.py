@@ -4,7 +4,8 @@ Operators look at Redis first: it holds every event not yet in Postgres. What
 is read, in one pipelined round trip: one INFO (memory against `maxmemory`,
 persistence, clients), and for each event, committed and dead-letter stream
 its length, `MEMORY USAGE` (with a fixed SAMPLES count, so its cost does not
-grow with the stream) and its groups' lag and pending entries; then the live
+grow with the stream) and its groups' lag (counted by a script before Redis 7)
+and pending entries; then the live
 heartbeats of the flushers (members of the flushers' groups) and of the hooks
 workers (the workers set), so an alert can fire when none is alive.
 
@@ -34,6 +35,7 @@ from tracker.contract.keys import (
     hooks_count_key,
 )
 from tracker.streams.cluster import fullest, is_cluster, on_masters
+from tracker.streams.unread import queue_unread, unread_of
 
 CACHE_S = 5.0
 _TIMEOUT_S = 1.0
@@ -75,6 +77,7 @@ class RedisFacts:
                 hooks, forwarders = replies[:2]
                 per_stream = [replies[2 + 3 * n : 5 + 3 * n] for n in range(len(self.streams))]
                 alive = await self._alive(per_stream, forwarders)
+                await self._count_unread(per_stream)
         except (RedisError, OSError, TimeoutError, RedisClusterException) as exc:
             down = _sample("tracker_redis_up", {}, 0)
             return f"{_UP_HELP}{down}\n# redis facts unavailable: {type(exc).__name__}\n"
@@ -89,6 +92,15 @@ class RedisFacts:
         if not infos:
             raise RedisError(f"no master answered INFO: {list(replies.values())[:1]}")
         return fullest(infos)
+
+    async def _count_unread(self, per_stream: list[list[Any]]) -> None:
+        """Before Redis 7 a group has no `lag`: count it (tracker.streams.unread) and put it in the group's reply."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            asked = [group for (_kind, stream), (_length, _memory, groups) in zip(self.streams, per_stream, strict=True)
+                     for group in (groups if isinstance(groups, list) else []) if queue_unread(pipe, stream, group)]
+            counts = await pipe.execute(raise_on_error=False) if asked else []
+        for group, counted in zip(asked, counts, strict=True):
+            group["lag"] = unread_of(group, counted)
 
     async def _alive(self, per_stream: list[list[Any]], forwarders: Any) -> dict[str, int]:
         """Live heartbeats by program: flushers are the members of the flushers' groups, hooks workers the set's."""
@@ -154,7 +166,7 @@ def render_redis_facts(info: dict[str, Any], streams: list[tuple[str, str]], per
     for name, kind, help_text, values in (
         ("tracker_redis_stream_entries", "gauge", "Entries in a stream (XLEN)", entries),
         ("tracker_redis_stream_memory_bytes", "gauge", f"MEMORY USAGE of a stream (SAMPLES {_MEMORY_SAMPLES})", memory),
-        ("tracker_redis_group_lag_entries", "gauge", "Entries not yet delivered to a consumer group (Redis 7)", lag),
+        ("tracker_redis_group_lag_entries", "gauge", "Entries not yet delivered to a consumer group", lag),
         ("tracker_redis_group_pending_entries", "gauge", "Entries delivered to a group and not acknowledged", pending),
         ("tracker_heartbeats_alive", "gauge", "Processes with a live heartbeat, by program",
          [_sample("tracker_heartbeats_alive", {"program": p}, n) for p, n in sorted(alive.items())]),

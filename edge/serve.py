@@ -14,7 +14,7 @@ from pathlib import Path
 
 from tracker.config import Settings, SettingsError, settings_help
 from tracker.contract.exits import EXIT_USAGE
-from tracker.streams.logs import setup_logging, start_line
+from tracker.streams.logs import print_line_by_line, setup_logging, start_line
 
 log = logging.getLogger("edge")
 
@@ -90,6 +90,7 @@ def cluster_refused(settings: Settings) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    print_line_by_line()
     args = build_parser().parse_args(argv)
     try:
         # Fail here, in the parent, with the variable's name, rather than in every worker.

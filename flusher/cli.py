@@ -13,7 +13,7 @@ from typing import Any
 
 from tracker.config import SHARED, Settings, SettingsError, settings_help
 from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from tracker.streams.logs import setup_logging, start_line
+from tracker.streams.logs import print_line_by_line, setup_logging, start_line
 
 log = logging.getLogger("flusher")
 
@@ -89,6 +89,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
+    print_line_by_line()
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from(args)

@@ -11,7 +11,7 @@ import sys
 
 from tracker.config import SHARED, Settings, SettingsError, settings_help
 from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-from tracker.streams.logs import setup_logging, start_line
+from tracker.streams.logs import print_line_by_line, setup_logging, start_line
 
 _DESCRIPTION = """\
 Read the committed streams (the flusher copies every batch there after its
@@ -60,6 +60,7 @@ def environment_help() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    print_line_by_line()
     args = build_parser().parse_args(argv)
     flags = {"TRACKER_HOOKS_CONSUMER": args.consumer, "REDIS_URL": args.redis_url, "DATABASE_URL": args.database_url}
     try:

@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import field
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 
 class SettingsError(ValueError):
@@ -89,6 +89,21 @@ def redact_url(value: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return value
+
+
+def cluster_url_refusal(url: str) -> str | None:
+    """Why `url` (one Redis URL, or a comma list of seeds) cannot name a Redis Cluster, which is reached over
+    TCP and has database 0 only (redis-py refuses anything else with an error that names no setting)."""
+    for seed in (part.strip() for part in url.split(",")):
+        parts = urlsplit(seed if "://" in seed else f"redis://{seed}")
+        if parts.scheme == "unix":
+            return (f"REDIS_URL is a Unix socket ({parts.path}), but a Redis Cluster (TRACKER_REDIS_CLUSTER=1) is "
+                    "reached over TCP: name a node as redis://host:port")
+        database = parts.path.strip("/") or parse_qs(parts.query).get("db", [""])[0]
+        if database not in ("", "0"):
+            return (f"REDIS_URL names database {database!r}, but a Redis Cluster (TRACKER_REDIS_CLUSTER=1) has "
+                    "database 0 only: remove it from the URL")
+    return None
 
 
 _SECRET_WORDS = ("key", "secret", "auth", "password", "token", "credential")

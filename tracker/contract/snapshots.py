@@ -19,10 +19,6 @@ import msgspec
 
 S = TypeVar("S", bound=msgspec.Struct)
 
-# Readers counting a group's unread entries one by one (Redis knows no lag after XDEL or trims) stop here.
-COUNT_UNREAD_UP_TO = 10_000
-
-
 class CommitSeconds(msgspec.Struct):
     """A Prometheus-style histogram of the flusher's Postgres commits: cumulative counts by upper bound."""
 

@@ -15,14 +15,16 @@ import urllib.request
 import warnings
 from pathlib import Path
 
-from tracker.config import Settings, SettingsError, settings_help
+from tracker.config import SHARED, Settings, SettingsError, settings_help
 from tracker.contract.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from tracker.ops.api_commands import add_api_commands
 from tracker.ops.demo import DemoMessage, seed_demo
 from tracker.ops.reclassify import add_reclassify_command
 from tracker.ops.stack_file import (
+    DATA_DIR_VARIABLE,
     FILE_NAME,
     StackUse,
+    add_data_dir_option,
     add_env_command,
     read_stack,
     remove_stack,
@@ -30,9 +32,11 @@ from tracker.ops.stack_file import (
     using_stack,
     write_stack,
 )
+from tracker.streams.logs import print_line_by_line
 
 
 def main(argv: list[str] | None = None) -> int:
+    print_line_by_line()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -43,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     # What the environment does not set comes from the stack `tracker run` started here (./var), so a command
     # finds it without exports. Every command reads this process's environment: the stack goes in there, for
     # the command's time only (tests call main() in their own process).
-    with using_stack(os.environ) as stack:
+    with using_stack(os.environ, args.data_dir) as stack:
         if stack.note():
             print(f"tracker: {stack.note()}", file=sys.stderr)
         return _handle(args, stack)
@@ -55,7 +59,8 @@ def _handle(args: argparse.Namespace, stack: StackUse | None) -> int:
     except SettingsError as exc:
         hint = ""
         if stack is not None and not stack.found and "is not set" in str(exc):
-            hint = f" (and there is no {stack.path} of a `tracker run` started in this folder)"
+            hint = (f" (and there is no {stack.path} of a running `tracker run`: give its folder with --data-dir "
+                    f"or {DATA_DIR_VARIABLE}, or export its settings with `eval \"$(tracker env --data-dir DIR)\"`)")
         print(f"tracker: {exc}{hint}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -65,8 +70,11 @@ def _handle(args: argparse.Namespace, stack: StackUse | None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracker",
-        description="Tracking edge operations. Exit codes: 0 ok, 1 failed, 2 bad usage or settings.",
-        epilog="environment (shared by every command):\n" + settings_help(),
+        description="Tracking edge operations. Exit codes: 0 ok, 1 failed, 2 bad usage or settings. Every command "
+        f"takes what its environment does not set from the stack file of a running `tracker run` in --data-dir "
+        f"(default ${DATA_DIR_VARIABLE}, else ./var).",
+        epilog="environment (shared by every command; `tracker settings` lists every program's):\n"
+        + settings_help(shared=SHARED, only_shared=True),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -83,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--host", default="127.0.0.1", help="edge address [default: %(default)s]")
     run.add_argument("--port", type=int, default=8000, help="edge port [default: %(default)s]")
     run.add_argument("--workers", type=int, default=1, help="edge worker processes [default: %(default)s]")
-    run.add_argument("--data-dir", type=Path, default=Path("var"), help="embedded data, keys, spool [default: var]")
     run.add_argument("--no-flusher", action="store_true", help="start the edge only (no flusher, no hooks worker)")
     run.add_argument("--exit-after-demo", action="store_true", help="stop once the demo events are in Postgres")
     run.set_defaults(handler=cmd_run)
@@ -119,7 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_api_commands(sub)
     add_reclassify_command(sub)
     add_env_command(sub)
+
+    listing = sub.add_parser(
+        "settings",
+        help="list every setting (environment variable) with its default, or those of one program",
+        description="Every environment variable the programs read, one line each with its default. The README's "
+        "settings table and deploy/env.example say the same.",
+    )
+    listing.add_argument("program", nargs="?", choices=("edge", "reports", "pages", "flusher", "forwarder"),
+                         help="only the shared settings and this program's")  # fmt: skip
+    listing.set_defaults(handler=cmd_settings)
+    for command in sub.choices.values():
+        add_data_dir_option(command)
     return parser
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    print(settings_help(args.program) if args.program else settings_help())
+    return EXIT_OK
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -221,8 +245,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         generated = {"TRACKER_SIGNING_KEYS": "signing-keys", "TRACKER_HOOKS_SECRET_KEYS": "hook-secret-keys"}
         key_files = {name: data_dir / file for name, file in generated.items() if not os.environ.get(name)}
         stack_path = write_stack(data_dir, env, key_files, os.getpid())
-        print(f"stack file: {stack_path} (tracker commands run in {data_dir.parent} use it; "
-              f"elsewhere: eval \"$(tracker env --data-dir {data_dir})\")")
+        print(f"stack file: {stack_path} (tracker commands run in {data_dir.parent} use it; elsewhere give them "
+              f"--data-dir {data_dir} or {DATA_DIR_VARIABLE}={data_dir}; other programs: "
+              f"eval \"$(tracker env --data-dir {data_dir})\")")
 
         print(f"\nedge listening on http://{args.host}:{args.port}  (ready: /ready)")
         print(f"demo message {demo.message_id} for profile {demo.profile_id}:")

@@ -29,7 +29,8 @@ from typing import Any
 from tracker.contract.exits import EXIT_FAILED, EXIT_OK
 
 FILE_NAME = "stack.env"
-DEFAULT_DATA_DIR = Path("var")
+# The data folder of `tracker run`, for every command: --data-dir, else this variable, else ./var.
+DATA_DIR_VARIABLE = "TRACKER_DATA_DIR"
 _PID = "TRACKER_RUN_PID"
 # What the started programs were given that another command needs to reach and read the same stack.
 STACK_VARIABLES = ("REDIS_URL", "DATABASE_URL", "TRACKER_PUBLIC_URL", "TRACKER_SPOOL_DIR", "TRACKER_STREAM_PREFIX",
@@ -139,8 +140,21 @@ class StackUse:
         return None
 
 
+def default_data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get(DATA_DIR_VARIABLE) or "var")
+
+
+def add_data_dir_option(command: argparse.ArgumentParser) -> None:
+    """--data-dir on a command: where `tracker run` keeps its data and its stack file."""
+    command.add_argument(
+        "--data-dir", type=Path, default=default_data_dir(), metavar="DIR",
+        help=f"the data folder of `tracker run`: embedded servers, generated keys, spool and {FILE_NAME}, which "
+        f"other commands read [default: ${DATA_DIR_VARIABLE}, else var]",
+    )  # fmt: skip
+
+
 @contextmanager
-def using_stack(environ: MutableMapping[str, str], data_dir: Path = DEFAULT_DATA_DIR) -> Iterator[StackUse]:
+def using_stack(environ: MutableMapping[str, str], data_dir: Path) -> Iterator[StackUse]:
     """Within the block, what `environ` does not set comes from the live stack file in `data_dir` (the
     environment wins, name by name); the names it added are taken out again afterwards."""
     path = data_dir / FILE_NAME
@@ -176,11 +190,10 @@ def add_env_command(sub: Any) -> None:
         help="print the settings of the stack `tracker run` started, as shell export lines",
         description=f"Print REDIS_URL, DATABASE_URL, TRACKER_PUBLIC_URL, the keys and the rest of what `tracker run` "
         f"gave its programs, from DATA_DIR/{FILE_NAME}, as `export` lines: `eval \"$(tracker env)\"` points this "
-        "shell at that stack. Other tracker commands read the file of ./var themselves. Exit 1 when there is no "
+        "shell at that stack. Other tracker commands read the file of --data-dir (default $TRACKER_DATA_DIR, "
+        "else ./var) themselves. Exit 1 when there is no "
         "stack file, or its `tracker run` has stopped.",
     )
-    env.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="the data folder of `tracker run` "
-                     "[default: var]")  # fmt: skip
     env.set_defaults(handler=cmd_env)
 
 

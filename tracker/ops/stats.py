@@ -49,10 +49,8 @@ from tracker.contract.keys import (
 from tracker.contract.snapshots import FlusherHeartbeatFacts, decode
 from tracker.contract.spool_format import SPOOL_GLOB, holder_of, holds_lock, lock_holders, read_offset
 from tracker.ops.stats_format import (
-    COUNT_UNREAD_UP_TO,
     MEMORY_SAMPLES,
     as_bytes,
-    counted_unread,
     entry_age_s,
     json_object,
     text,
@@ -70,6 +68,7 @@ from tracker.ops.stats_model import (
     StreamStats,
 )
 from tracker.ops.stats_render import render, to_json
+from tracker.streams.unread import queue_unread, unread_of
 
 _CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen: the next frame replaces this one
 
@@ -145,9 +144,9 @@ def collect(settings: Settings, redis: Redis) -> Stats:
             name = group["name"]
             pipe.xinfo_consumers(stream, name)
             pipe.xpending(stream, name)
-            # Redis 7 says how far behind a group is ("lag"); before 7 the unread entries are counted, up to a cap.
-            count = 1 if "lag" in group else COUNT_UNREAD_UP_TO + 1
-            pipe.xrange(stream, min=b"(" + as_bytes(group["last-delivered-id"]), count=count)
+            pipe.xrange(stream, min=b"(" + as_bytes(group["last-delivered-id"]), count=1)
+            # Redis 7 says how far behind a group is ("lag"); before 7 a script counts it.
+            group["counted"] = queue_unread(pipe, stream, group)
     group_replies = iter(pipe.execute(raise_on_error=False))
 
     stream_stats = []
@@ -156,13 +155,14 @@ def collect(settings: Settings, redis: Redis) -> Stats:
         group_stats = []
         for group in groups_of[index]:
             consumers, pending, unread = next(group_replies), next(group_replies), next(group_replies)
+            counted = next(group_replies) if group["counted"] else None
             oldest_pending = pending.get("min") if isinstance(pending, dict) else None
             first_unread = unread[0][0] if isinstance(unread, list) and unread else None
             group_stats.append(GroupStats(
                 name=text(group["name"]),
                 pending=group["pending"],
                 oldest_pending_age_s=entry_age_s(now_ms, oldest_pending),
-                unread=group["lag"] if "lag" in group else counted_unread(unread),
+                unread=unread_of(group, counted),
                 oldest_unread_age_s=entry_age_s(now_ms, first_unread),
                 last_delivered_id=text(group["last-delivered-id"]),
                 consumers=[

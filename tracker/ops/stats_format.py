@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# Before Redis 7 a group's unread entries are counted by reading them; past this many, "?" is shown
-# (the edge's /metrics counts the same way).
-from tracker.contract.snapshots import COUNT_UNREAD_UP_TO
-
 # MEMORY USAGE of a stream looks at this many of its nodes and extrapolates: its cost stays flat as streams grow.
 MEMORY_SAMPLES = 5
 
@@ -57,12 +53,6 @@ def entry_age_s(now_ms: float, entry_id: bytes | str | None) -> float | None:
         return None
     ms = int(text(entry_id).split("-", 1)[0])
     return round(max(0.0, (now_ms - ms) / 1000), 3)
-
-
-def counted_unread(entries: object) -> int | None:
-    if not isinstance(entries, list) or len(entries) > COUNT_UNREAD_UP_TO:
-        return None
-    return len(entries)
 
 
 def json_object(raw: bytes) -> dict[str, Any]:

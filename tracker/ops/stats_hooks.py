@@ -30,7 +30,8 @@ from tracker.contract.keys import (
     hook_of_group,
     hook_replay_stream,
 )
-from tracker.ops.stats_format import COUNT_UNREAD_UP_TO, age, as_bytes, counted_unread, num, table, text
+from tracker.ops.stats_format import age, as_bytes, num, table, text
+from tracker.streams.unread import queue_unread, unread_of
 
 _PG_TIMEOUT_S = 2.0
 _ERROR_SHOWN = 60  # characters of the last error in the table; --json has all of it
@@ -152,19 +153,19 @@ def _group_backlogs(redis: Redis, streams: list[str]) -> dict[int, _Backlog]:
             found.append((stream, hook_id, group))
             pipe.xpending(stream, name)
             pipe.xinfo_consumers(stream, name)
-            count = 1 if "lag" in group and group["lag"] is not None else COUNT_UNREAD_UP_TO + 1
-            pipe.xrange(stream, min=b"(" + as_bytes(group["last-delivered-id"]), count=count)
+            pipe.xrange(stream, min=b"(" + as_bytes(group["last-delivered-id"]), count=1)
+            group["counted"] = queue_unread(pipe, stream, group)
     replies = iter(pipe.execute(raise_on_error=False) if found else [])
     backlogs: dict[int, _Backlog] = {}
     for _stream, hook_id, group in found:
         pending, consumers, unread = next(replies), next(replies), next(replies)
-        lag = group.get("lag")
+        lag = unread_of(group, next(replies) if group["counted"] else None)
         backlog = backlogs.setdefault(hook_id, _Backlog())
         oldest = pending.get("min") if isinstance(pending, dict) and group["pending"] else None
         if not oldest and isinstance(unread, list) and unread:
             oldest = unread[0][0]
         oldest_ms = float(text(oldest).split("-", 1)[0]) if oldest else None
-        backlog.add(group["pending"], lag if isinstance(lag, int) else counted_unread(unread), oldest_ms)
+        backlog.add(group["pending"], lag, oldest_ms)
         backlog.consumers |= {text(c["name"]) for c in consumers} if isinstance(consumers, list) else set()
     return backlogs
 

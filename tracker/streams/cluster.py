@@ -40,7 +40,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, SlotNotCoveredError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from tracker.config import redact_url
+from tracker.config import cluster_url_refusal, redact_url
 
 SLOTS = 16384
 
@@ -161,10 +161,13 @@ def open_cluster(url: str, **options: Any) -> TrackerCluster:
     Nothing connects here: the first command reads the slot map (and raises `ClusterRefused` when the
     cluster cannot be used as it is). Every slot must be served (`require_full_coverage`).
     """
+    refused = cluster_url_refusal(url)
+    if refused:
+        raise ClusterRefused(refused)
     first, *others = seed_urls(url)
     startup = [ClusterNode(parts.hostname or "127.0.0.1", parts.port or 6379)
                for parts in map(urlsplit, others)]  # fmt: skip
-    options.pop("db", None)  # a cluster has one database
+    options.pop("db", None)  # a cluster has one database, and redis-py refuses the option even when it is 0
     client = TrackerCluster.from_url(first, startup_nodes=startup or None, require_full_coverage=True, **options)
     client._seeds = ", ".join(redact_url(seed) for seed in [first, *others])
     return client

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import io
 import json
 import logging
 import logging.config
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -147,6 +149,15 @@ def setup_logging(settings: Settings, level: str | None = None) -> dict[str, Any
     logging.config.dictConfig(copy.deepcopy(config))  # it takes apart what it is given
     logging.captureWarnings(True)  # a library's warning becomes one log line in the chosen format
     return config
+
+
+def print_line_by_line() -> None:
+    """Send what this process prints as each line ends. Python holds stdout in a block buffer whenever it is
+    not a terminal (a pipe to `tee`, systemd's journal, container logs, a test reading the output), so a
+    program's URLs and start lines would wait there until 8 KiB had piled up."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(line_buffering=True)
 
 
 def version() -> str:
