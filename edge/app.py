@@ -16,6 +16,7 @@ from edge.analytics_pages import AnalyticsPages
 from edge.api import build_api
 from edge.api._http import http_exception
 from edge.health import dependencies, health, ready
+from edge.ops_auth import ops_only
 from edge.reports import ProviderReportRoutes
 from edge.state import EdgeState
 from edge.tracking import TrackingRoutes
@@ -39,17 +40,18 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         finally:
             await state.close()
 
+    ops_token = settings.edge.ops_token
     app = Starlette(
         routes=[
+            # Open: load balancers probe these. The operator's two (edge/ops_auth.py) take TRACKER_OPS_TOKEN.
             Route("/health", health, methods=["GET", "HEAD"]),
             Route("/ready", ready, methods=["GET", "HEAD"]),
-            Route("/health/deps", dependencies, methods=["GET", "HEAD"]),
-            Route("/metrics", state.metrics.endpoint, methods=["GET"]),
+            Route("/health/deps", ops_only(dependencies, ops_token), methods=["GET", "HEAD"]),
+            Route("/metrics", ops_only(state.metrics.endpoint, ops_token), methods=["GET", "HEAD"]),
             # Report pages for people (GET, signed links; edge/analytics_pages), not provider reports.
             *AnalyticsPages(state).routes(),
             # Provider reports: `/reports/...`, and `/hooks/...`, the path senders were given first.
-            Route("/reports/{channel}/{provider}", reports.handle, methods=["POST"]),
-            Route("/hooks/{channel}/{provider}", reports.handle, methods=["POST"]),
+            *reports.routes(),
             # The API (and its schema at /api/v1/openapi.json): off the hot path, behind API keys.
             Mount("/api/v1", app=build_api(state)),
         ],
@@ -57,6 +59,9 @@ def create_app(settings: Settings | None = None) -> TrackingRoutes:
         # A path the API's mount does not match (e.g. an escaped newline in an id) still gets the API's JSON.
         exception_handlers={HTTPException: _outer_http_exception},
     )
+    # Starlette would answer a path with(out) a trailing slash with a redirect built from the request's
+    # Host header: a 307 to any host a client names. A path is served as it is spelled, or not at all.
+    app.router.redirect_slashes = False
     app.state.edge = state
     tracking = TrackingRoutes(state, app)
     return tracking

@@ -6,6 +6,7 @@ from typing import Any
 
 from edge import responses
 from edge.capture import Capture
+from tracker.contract.numbers import content_length
 from tracker.contract.tokens import Keyring, verify
 
 
@@ -16,8 +17,7 @@ class BodyTooLarge(Exception):
 async def read_body(scope: dict, receive: Any, limit: int) -> bytes:
     """The whole request body, or BodyTooLarge as soon as it passes `limit` bytes."""
     for name, value in scope["headers"]:
-        # Length first: int() refuses (ValueError) a number of more than 4300 digits.
-        if name == b"content-length" and value.isdigit() and (len(value) > 18 or int(value) > limit):
+        if name == b"content-length" and (content_length(value.decode("latin-1"), limit) or 0) > limit:
             raise BodyTooLarge
     chunks = []
     size = 0

@@ -179,7 +179,8 @@ def ip_prefix(host: str) -> str:
         return ""
     if host.count(".") == 3 and ":" not in host:
         head, _, _ = host.rpartition(".")
-        return head + ".0/24" if head.replace(".", "").isdigit() else ""
+        digits = head.replace(".", "")
+        return head + ".0/24" if digits.isascii() and digits.isdigit() else ""  # not '²' or other scripts' digits
     try:
         address = ipaddress.ip_address(host)
     except ValueError:

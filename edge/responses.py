@@ -56,7 +56,6 @@ def complete(status: int, content_type: bytes, body: bytes, headers: list | None
     return start, {"type": "http.response.body", "body": body}
 
 
-LINK_NOT_FOUND = page(404, "Link not found", "This link is not valid or has expired.")
 URI_TOO_LONG = page(414, "Address too long", "The requested address is too long.")
 METHOD_NOT_ALLOWED = page(405, "Method not allowed", "Only GET and HEAD are accepted here.")
 LINK_UNAVAILABLE = page(503, "Try again shortly", "This link cannot be followed right now; please try again.")

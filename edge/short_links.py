@@ -1,7 +1,7 @@
 """`/s/{code}`: SMS short links. Code -> (message, version, link, profile) -> 302 and `clicked`.
 
 Codes resolve through the three-tier cache (process, Redis, Postgres; edge.short_link_cache),
-then the link through the link-table cache; an unknown code gets a 404 page and no event.
+then the link through the link-table cache; an unknown code gets the bad-link page (404) and no event.
 Unknown codes are remembered (edge.short_link_cache), and the lookups one process runs at
 once are bounded (TRACKER_SHORT_LINK_MAX_INFLIGHT): past the bound a miss answers 503 at
 once instead of queueing for Redis and Postgres connections without end. Only the
@@ -10,6 +10,7 @@ canonical spelling of a code is served: a %-escaped one is refused like an unkno
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from edge import responses
@@ -25,7 +26,11 @@ BUSY[0]["headers"].append((b"retry-after", b"1"))
 
 
 class ShortLinks:
-    def __init__(self, state: Any, capture: Capture) -> None:
+    def __init__(
+        self, state: Any, capture: Capture, not_found: Callable[[dict], tuple[dict, dict]] | None = None
+    ) -> None:
+        # The recipient pages' bad-link page when given (language, brand), else a plain one.
+        self.not_found = not_found or (lambda scope: NOT_FOUND)
         self.codes: TieredCache = state.short_links
         self.links: TieredCache = state.links
         self.capture = capture
@@ -52,9 +57,9 @@ class ShortLinks:
                 redirect = links.redirects[short.link_index]
         if redirect is None:
             self.counters.unknown_links += 1
-            start, body = NOT_FOUND
+            start, body = self.not_found(scope)
             await send(start)
-            return await send(body)
+            return await send(body if method == "GET" else responses.EMPTY_BODY)
         await send(redirect)
         await send(responses.EMPTY_BODY)
         # A HEAD is recorded too, as on /c/: its signal makes it a machine's (carriers' link previewers).

@@ -40,7 +40,9 @@ class TrackingRoutes:
         self.unsubscribe = unsubscribe_route(self.keys, capture, edge.form_max_bytes, counters, pages=pages)
         self.confirm = confirm_route(self.keys, capture, edge.confirm_url, edge.form_max_bytes, counters, pages=pages)
         self.push = PushCallbacks(self.keys, capture, edge.push_cors_origin, counters)
-        self.short_links = ShortLinks(state, capture)
+        # A bad link's page, in the recipient's language and the brand, made once per language.
+        self.bad_link = pages.renderer.per_language("invalid", 404)
+        self.short_links = ShortLinks(state, capture, self.bad_link)
         self.site = SitePixel(self.keys, capture, settings, counters)
         self.site_param = settings.edge.site_link_param
         self.key_id = settings.active_key_id
@@ -119,7 +121,7 @@ class TrackingRoutes:
         token = verify(self.keys, token_text)
         if token is None or token[0] != _CLICK:
             self.state.counters.bad_tokens += 1
-            return await self._link_not_found(send)
+            return await self._link_not_found(scope, send)
         _, channel, message_id, profile_id, _, version, index = token
         links = self._cached_links((message_id, version))
         if links is None:
@@ -136,7 +138,7 @@ class TrackingRoutes:
         redirect = links.redirects[index] if links is not None and index < len(links.redirects) else None
         if redirect is None:
             self.state.counters.unknown_links += 1
-            return await self._link_not_found(send)
+            return await self._link_not_found(scope, send)
         if self.site_param:
             # The landing page's pixel picks this up to tie later site actions to the profile.
             ref = mint(self.keys, self.key_id, TokenKind.REF, Channel.SITE, message_id, profile_id)
@@ -147,8 +149,14 @@ class TrackingRoutes:
         self.requests["click", 302] += 1
         self.capture("clicked", channel, message_id, profile_id, scope, version, index)
 
-    async def _link_not_found(self, send: Any) -> None:
-        start, body = (self.fallback, responses.EMPTY_BODY) if self.fallback else responses.LINK_NOT_FOUND
+    async def _link_not_found(self, scope: dict, send: Any) -> None:
+        # Only ever the configured fallback or our own page: nothing of the request is a place to go.
+        if self.fallback:
+            start, body = self.fallback, responses.EMPTY_BODY
+        else:
+            start, body = self.bad_link(scope)
+            if scope["method"] == "HEAD":
+                body = responses.EMPTY_BODY
         await send(start)
         await send(body)
         self.requests["click", start["status"]] += 1

@@ -23,6 +23,7 @@ from edge.capture import Capture
 from edge.forms import BodyTooLarge, read_body
 from edge.pages import METHOD_NOT_ALLOWED, RecipientPages, form_fields
 from tracker.config.pages import PagesSettings
+from tracker.contract.numbers import MAX_ID, parse_int
 from tracker.contract.tokens import Keyring, TokenKind, verify_fresh
 
 _UNSUBSCRIBE = int(TokenKind.UNSUBSCRIBE)
@@ -77,10 +78,10 @@ class UnsubscribePages:
         lookup, profile_id = self.pages.lookup, token[3]
         status, saved = 200, False
         if form is not None:
-            resource, subscribe = form.get("resource", ""), form.get("subscribe", "")
-            if not (resource.isascii() and resource.isdigit() and len(resource) <= 18 and subscribe in ("0", "1")):
+            resource, subscribe = parse_int(form.get("resource", ""), 1, MAX_ID), form.get("subscribe", "")
+            if resource is None or subscribe not in ("0", "1"):
                 status = 400
-            elif lookup is None or not await lookup.set_subscribed(profile_id, int(resource), subscribe == "1"):
+            elif lookup is None or not await lookup.set_subscribed(profile_id, resource, subscribe == "1"):
                 return self.pages.render("unavailable", 503, scope)
             else:
                 saved = True

@@ -86,6 +86,20 @@ class FlusherMetrics:
         )
 
 
+def _counted(n: int, one: str, many: str) -> str:
+    return f"{n:,} {one if n == 1 else many}"
+
+
+def stop_summary(consumer: str, stats: dict[str, int]) -> str:
+    """The line a flusher logs when it stops: what it did over its life, in words an operator reads."""
+    s = stats
+    return (f"flusher {consumer} stopped: {_counted(s['events'], 'event', 'events')} in "
+            f"{_counted(s['batches'], 'batch', 'batches')} ({_counted(s['entries'], 'stream entry', 'stream entries')}"
+            f"): {s['stored']:,} stored, {_counted(s['duplicates'], 'duplicate', 'duplicates')}, "
+            f"{s['dead_lettered']:,} dead-lettered; {_counted(s['settled'], 'click', 'clicks')} settled; "
+            f"{_counted(s['trimmed'], 'entry', 'entries')} trimmed")  # fmt: skip
+
+
 async def group_lag_s(redis: Redis, streams: list[str]) -> float:
     """Age in seconds of the oldest entry the group has not finished with, over all `streams` (0: none)."""
     # TIME alone: a cluster client refuses keyless commands in a pipeline.

@@ -46,7 +46,7 @@ from flusher.batch import Batch
 from flusher.committed import CommittedFeed
 from flusher.groupless import GrouplessDrain
 from flusher.judging import Judge
-from flusher.metrics import FlusherMetrics, MetricsPublisher
+from flusher.metrics import FlusherMetrics, MetricsPublisher, stop_summary
 from flusher.settling import SETTLE_BATCH, Settler
 from flusher.sink import PostgresSink, Stored
 from flusher.streams import DeadLetters, event_consumer, open_flusher_redis
@@ -165,7 +165,7 @@ class Flusher:
                     await bounded(sink.close(), _CLOSE_TIMEOUT_S + 1)
             with contextlib.suppress(Exception):
                 await bounded(self.redis.aclose(), _CLOSE_TIMEOUT_S)
-            log.info("flusher %s stopped: %s", self.consumer, self.stats)
+            log.info("%s", stop_summary(self.consumer, self.stats))
 
     async def _start(self) -> None:
         async def make_groups() -> None:

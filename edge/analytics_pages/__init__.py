@@ -18,7 +18,9 @@ from starlette.routing import Route
 
 from edge.analytics_pages import clickmap
 from edge.analytics_pages.chart import line_chart
+from edge.routing import CheckedRoute, is_id
 from edge.state import EdgeState
+from tracker.contract.numbers import MAX_VERSION, parse_int
 from tracker.domain.analytics import clicks, funnel
 from tracker.domain.analytics.report_links import check
 from tracker.domain.errors import InputError
@@ -33,6 +35,7 @@ _HEADERS = {
     "x-frame-options": "DENY",
 }
 CHART_DAYS = 60
+_ID = {"message_id": is_id}
 
 
 class AnalyticsPages:
@@ -44,9 +47,10 @@ class AnalyticsPages:
         )  # fmt: skip
 
     def routes(self) -> list[Route]:
+        # The id as parse_int reads it (Starlette's `:int` takes "01" and any length too).
         return [
-            Route("/reports/messages/{message_id:int}", self.funnel_page, methods=["GET"]),
-            Route("/reports/messages/{message_id:int}/clickmap", self.clickmap_page, methods=["GET"]),
+            CheckedRoute("/reports/messages/{message_id}", self.funnel_page, methods=["GET"], checks=_ID),
+            CheckedRoute("/reports/messages/{message_id}/clickmap", self.clickmap_page, methods=["GET"], checks=_ID),
         ]
 
     def _html(self, template: str, status_code: int = 200, **context: object) -> Response:
@@ -68,7 +72,7 @@ class AnalyticsPages:
         return f"/reports/messages/{message_id}{page}?" + urlencode({**query, "t": token})
 
     async def funnel_page(self, request: Request) -> Response:
-        message_id = request.path_params["message_id"]
+        message_id = int(request.path_params["message_id"])  # an id: the route checked it
         if (denied := self._denied(request, message_id)) is not None:
             return denied
         assert self.state.pg_pool is not None
@@ -87,16 +91,17 @@ class AnalyticsPages:
         return self._html("funnel.html", report=report, chart=chart, widest=widest, clickmap_url=clickmap_url)
 
     async def clickmap_page(self, request: Request) -> Response:
-        message_id = request.path_params["message_id"]
+        message_id = int(request.path_params["message_id"])  # an id: the route checked it
         if (denied := self._denied(request, message_id)) is not None:
             return denied
-        raw = request.query_params.get("version", "")
-        if raw and (not raw.isdigit() or not 1 <= int(raw) < 2**31):
+        raw = request.query_params.get("version")
+        version = None if raw is None else parse_int(raw, 1, MAX_VERSION)
+        if raw is not None and version is None:
             return self._refused(404, "Not found", f"version {raw[:20]!r} of message {message_id} does not exist")
         assert self.state.pg_pool is not None
         try:
             async with self.state.pg_pool.acquire() as conn:
-                report = await clicks.click_map(conn, message_id, int(raw) if raw else None)
+                report = await clicks.click_map(conn, message_id, version)
                 name = await conn.fetchval("select name from messages where id = $1", message_id)
         except InputError as exc:
             return self._refused(exc.status, "Not found", exc.message)

@@ -60,14 +60,20 @@ from edge.api.schemas import (
     Timeline,
     VersionIn,
 )
+from edge.routing import methods_route
 from edge.state import EdgeState
+from tracker.contract.numbers import MAX_ID, MAX_VERSION
+from tracker.domain.analytics import listing
 from tracker.domain.analytics.listing import CHANNELS
 
 _BODY = (400, 413, 422)
-_ID = {"pattern": "^[1-9][0-9]{0,18}$"}
-_LIMIT = {"pattern": "^([1-9][0-9]{0,2}|1000)$"}
-_PAGE = (("after", "the next_after of the previous page (default 0)", {"pattern": "^[0-9]{1,19}$"}),
-         ("limit", "1 to 1000 (default 100)", _LIMIT))  # fmt: skip
+# Numbers in a query are integers to the schema, with the bounds the handlers read them with
+# (tracker.contract.numbers.parse_int: ASCII digits, one spelling).
+_ID = {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": 1000}
+_AFTER = ("after", "the next_after of the previous page (default 0)", {"type": "integer", "minimum": 0,
+                                                                       "maximum": MAX_ID})
+_PAGE = (_AFTER, ("limit", "1 to 1000 (default 100)", _LIMIT))  # fmt: skip
 ENDPOINTS = [
     Endpoint("GET", "/profile-fields", profiles.list_fields, "read", "List built-in and custom profile fields",
              response=ProfileFieldList),
@@ -79,11 +85,11 @@ ENDPOINTS = [
              "Find a profile by exactly one of email, phone or external_id", response=Profile, errors=(400, 404, 422),
              query=(("email", "email address", schemas.Email.__metadata__[0].extra_json_schema),
                     ("phone", "E.164 phone number", schemas.Phone.__metadata__[0].extra_json_schema),
-                    ("external_id", "your id"))),
+                    ("external_id", "your id", {"maxLength": 200}))),
     Endpoint("POST", "/profiles/import", profile_import.import_profiles, "write",
              "Upsert profiles from JSON lines or CSV (streamed; per-row errors and a summary)",
              response=ImportSummary, errors=(400, 413, 415, 422),
-             query=(("format", "csv or jsonl, when the Content-Type does not say"),),
+             query=(("format", "csv or jsonl, when the Content-Type does not say", {"enum": ["csv", "jsonl"]}),),
              request_media=("text/csv", "application/x-ndjson")),
     Endpoint("GET", "/profiles/{profile_id}", profiles.get_profile, "read", "Read a profile",
              response=Profile, errors=(404,)),
@@ -111,9 +117,9 @@ ENDPOINTS = [
              response=SubscriberPage, errors=(404, 422),
              query=(("status", "pending, subscribed (default) or unsubscribed",
                      {"enum": ["pending", "subscribed", "unsubscribed"]}),
-                    ("sendable", "true: only profiles a send may go to", {"enum": ["true", "false"]}),
-                    ("after", "the next_after of the previous page (default 0)", {"pattern": "^[0-9]{1,18}$"}),
-                    ("limit", "1 to 1000 (default 500)", {"pattern": "^([1-9][0-9]{0,2}|1000)$"}))),
+                    ("sendable", "true (or 1, yes): only profiles a send may go to",
+                     {"enum": subscriptions.FLAG_VALUES}),
+                    _AFTER, ("limit", "1 to 1000 (default 500)", _LIMIT))),
     Endpoint("GET", "/resources/{resource_id}", subscriptions.get_resource, "read", "Read a resource",
              response=Resource, errors=(404,)),
     Endpoint("POST", "/messages", messages.create_message, "write",
@@ -133,7 +139,7 @@ ENDPOINTS = [
              errors=(422,), query=(("channel", "email, sms, web_push, app_push or site", {"enum": list(CHANNELS)}),
                                    ("created_from", "created at or after (ISO 8601)"),
                                    ("created_to", "created before (ISO 8601)"),
-                                   ("name", "part of the name, any case"), *_PAGE)),
+                                   ("name", "part of the name, any case", {"maxLength": 500}), *_PAGE)),
     Endpoint("GET", "/profiles", analytics_lists.list_profiles, "read",
              "List profiles matching every filter given, a page at a time (id order)", response=ProfilePage,
              errors=(422,), query=(("field", "name:value of a custom field; repeat for more"),
@@ -144,7 +150,8 @@ ENDPOINTS = [
                                    ("active_since", "opened, read or clicked anything since (ISO 8601)"), *_PAGE)),
     Endpoint("GET", "/profiles/{profile_id}/events", analytics_lists.profile_events, "read",
              "A profile's events, newest first, a page at a time", response=Timeline, errors=(404, 422),
-             query=(("before", "the next_before of the previous page"), ("kind", "only this event kind"),
+             query=(("before", "the next_before of the previous page", {"pattern": listing.CURSOR_PATTERN}),
+                    ("kind", "only this event kind"),
                     ("limit", "1 to 1000 (default 100)", _LIMIT))),
     Endpoint("GET", "/messages/{message_id}/report", analytics.message_report, "read",
              "A message's funnel (totals, uniques, human/machine, rates over delivered), read dwell quantiles,"
@@ -155,23 +162,28 @@ ENDPOINTS = [
     Endpoint("GET", "/messages/{message_id}/clicks", analytics.message_clicks, "read",
              "Clicks per link of one link-table version (total, unique profiles, human, share) and the version"
              " history", response=ClickReport, errors=(404, 422),
-             query=(("version", "link-table version (default: the current one)", _ID),)),
+             query=(("version", "link-table version (default: the current one)",
+                     {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}),)),
     Endpoint("GET", "/reports/cohorts", analytics.cohort_report, "read",
              "A list's profiles grouped by when they subscribed, with the share active in each following period;"
              " over the default range served from a snapshot, exact as of its `as_of`",
              response=CohortReport, errors=(404, 422),
              query=(("resource", "the resource (subscription list) id", _ID),
                     ("period", "week (default) or month", {"enum": ["week", "month"]}),
-                    ("from", "subscribed at or after (ISO 8601)"), ("to", "subscribed before (ISO 8601)"))),
+                    ("from", "subscribed at or after (ISO 8601)"), ("to", "subscribed before (ISO 8601)")),
+             required_query=("resource",)),
     Endpoint("GET", "/reports/lifetime", analytics.lifetime_report, "read",
              "Per-profile lifetime in a list (first to last action on the list's messages; of them, how many"
              " received, opened, clicked) as quantiles and histograms; served from a snapshot, exact as of its"
              " `as_of`", response=LifetimeReport, errors=(404, 422),
              query=(("resource", "the resource (subscription list) id", _ID),
                     ("status", "any (default), subscribed, unsubscribed or pending",
-                     {"enum": ["any", "subscribed", "unsubscribed", "pending"]}))),
+                     {"enum": ["any", "subscribed", "unsubscribed", "pending"]})), required_query=("resource",)),
+    # `read`: the link shows a browser what the key may read already, for TRACKER_ANALYTICS_LINK_TTL_S, and
+    # changes nothing stored; requiring `write` would hand reporting tools a key that can change messages.
     Endpoint("POST", "/report-links", analytics.create_report_link, "read",
-             "A short-lived signed URL of a message's report page (funnel or click map) for a browser",
+             "A short-lived signed URL of a message's report page (funnel or click map) for a browser; needs only"
+             " the read scope: it shows what the key may read and changes nothing",
              ReportLinkIn, ReportLinkOut, 201, (*_BODY, 404)),
     # -- action hooks (edge/api/hooks.py) --
     Endpoint("GET", "/hooks", hooks.list_hooks, "read", "List action hooks with state and backlog",
@@ -216,6 +228,12 @@ def build_api(state: EdgeState) -> Starlette:
     async def openapi(request: Request) -> Response:
         return json_response(schema)
 
+    by_path: dict[str, dict[str, Any]] = {}
+    for ep in ENDPOINTS:
+        by_path.setdefault(ep.path, {})[ep.method] = wrap(ep, ctx)
     routes: list[Any] = [Route("/openapi.json", openapi, methods=["GET"])]
-    routes += [Route(ep.path, wrap(ep, ctx), methods=[ep.method]) for ep in ENDPOINTS]
-    return Starlette(routes=routes, exception_handlers={HTTPException: http_exception})
+    routes += [methods_route(path, handlers) for path, handlers in by_path.items()]
+    api = Starlette(routes=routes, exception_handlers={HTTPException: http_exception})
+    # A redirect to the path with(out) its slash would be built from the request's Host header.
+    api.router.redirect_slashes = False
+    return api

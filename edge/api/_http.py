@@ -23,6 +23,7 @@ from edge.api._errors import plain_validation_message
 from edge.api.schemas import NO_NUL, ErrorBody, ErrorDetail
 from edge.log_limit import LogLimiter
 from edge.state import EdgeState
+from tracker.contract.numbers import MAX_ID, content_length, parse_int
 from tracker.domain.api_keys import check_api_key
 from tracker.domain.errors import InputError
 from tracker.domain.render import TemplateCache
@@ -70,6 +71,7 @@ class Endpoint:
     # (name, description) of optional string parameters, or (name, description, JSON schema of the value)
     query: tuple[tuple[str, str] | tuple[str, str, dict[str, Any]], ...] = ()
     request_media: tuple[str, ...] = ("application/json",)
+    required_query: tuple[str, ...] = ()  # names of `query` a request must give
 
 
 def json_response(value: Any, status: int = 200) -> Response:
@@ -93,6 +95,9 @@ def wrap(endpoint: Endpoint, ctx: ApiContext) -> Callable[[Request], Awaitable[R
                     return error_response(422, "unknown_query", f"unknown query parameter {name[:40]!r}")
                 if "\x00" in value:
                     return error_response(422, "invalid_text", f"query parameter {name} must not contain NUL")
+                if not value:  # `name=` is not a default: one spelling of "absent" (the schema's minLength)
+                    return error_response(422, "invalid_parameter",
+                                          f"query parameter {name}: is empty (leave it out for the default)")
         pool = ctx.state.pg_pool
         assert pool is not None, "API used outside the edge lifespan"
         try:
@@ -143,8 +148,8 @@ async def http_exception(request: Request, exc: Exception) -> Response:
 
 async def limited_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
     """The body chunk by chunk; 413 as soon as it (or its declared length) passes `limit`."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and (len(declared) > 18 or int(declared) > limit):  # int() refuses 4301+ digits
+    declared = content_length(request.headers.get("content-length", ""), limit)
+    if declared is not None and declared > limit:
         raise InputError("body_too_large", f"the request body is larger than {limit} bytes", 413)
     size = 0
     async for chunk in request.stream():
@@ -216,7 +221,9 @@ def _integral_floats(value: Any) -> Any:
 
 
 def path_id(request: Request, name: str) -> int:
+    """An id from the path; the route matched only ids (edge.routing), so this is the number it spells."""
     raw = request.path_params[name]
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) < 2**63:
-        raise InputError("invalid_id", f"{name} {raw!r} is not a positive integer id", 404)
-    return int(raw)
+    value = parse_int(raw, 1, MAX_ID)
+    if value is None:
+        raise InputError("invalid_id", f"{name} {raw[:40]!r} is not a positive integer id", 404)
+    return value

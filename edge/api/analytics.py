@@ -27,6 +27,7 @@ from edge.api.schemas import (
     ReportLinkOut,
     SeriesPoint,
 )
+from tracker.contract.numbers import MAX_VERSION
 from tracker.domain.analytics import clicks, cohorts, funnel
 from tracker.domain.analytics.params import bad, choice, integer, moment, time_range
 from tracker.domain.analytics.report_links import stored_message_link
@@ -61,7 +62,7 @@ async def message_report(request: Request, conn: asyncpg.Connection, ctx: ApiCon
 
 async def message_clicks(request: Request, conn: asyncpg.Connection, ctx: ApiContext) -> Response:
     message_id = path_id(request, "message_id")
-    version = integer(request.query_params, "version", None, 1, 2**31 - 1)
+    version = integer(request.query_params, "version", None, 1, MAX_VERSION)
     result = await clicks.click_map(conn, message_id, version)
     if wants_csv(request):
         return csv_response(

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from edge.api.schemas import Id, Input
+from edge.api.schemas import Id, Input, Moment
 from tracker.domain.hook_definitions import AmqpDestination, HookFilter, HttpDestination, KafkaDestination
 
 HookDestination = HttpDestination | AmqpDestination | KafkaDestination
@@ -97,8 +97,8 @@ class HookTestResult(msgspec.Struct):
 class ReplayIn(Input):
     """Re-send stored events to this hook only: those of [since, until), or of one message (both: AND)."""
 
-    since: datetime.datetime | None = None
-    until: datetime.datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     message_id: Id | None = None
 
 

@@ -30,6 +30,17 @@ def _schema_ref(struct: type) -> dict[str, str]:
     return {"$ref": _REF.format(name=struct.__name__)}
 
 
+def _query_schema(declared: dict[str, Any]) -> dict[str, Any]:
+    """A query parameter's schema: as declared when it has a type (an integer), else a string.
+
+    Every value must be non-empty: `name=` is refused (422, leave it out for the default), as
+    `edge.api._http.wrap` does for every declared parameter, and the schema says so.
+    """
+    if "type" in declared:
+        return declared
+    return {"type": "string", "minLength": 1, "pattern": schemas.NO_NUL, **declared}
+
+
 def build_openapi(endpoints: list[Endpoint], title: str = "Tracking edge API", version: str = "1") -> dict[str, Any]:
     _, components = msgspec.json.schema_components(COMPONENTS, ref_template=_REF)
     paths: dict[str, dict[str, Any]] = {}
@@ -48,8 +59,8 @@ def build_openapi(endpoints: list[Endpoint], title: str = "Tracking edge API", v
             if name.endswith("_id")
         ]
         parameters += [
-            {"name": name, "in": "query", "required": False, "description": doc,
-             "schema": {"type": "string", "pattern": schemas.NO_NUL, **(value[0] if value else {})}}
+            {"name": name, "in": "query", "required": name in ep.required_query, "description": doc,
+             "schema": _query_schema(value[0] if value else {})}
             for name, doc, *value in ep.query
         ]  # fmt: skip
         if parameters:

@@ -125,7 +125,12 @@ async def import_profiles(request: Request, conn: asyncpg.Connection, ctx: ApiCo
 
 
 def _format(request: Request) -> str:
-    wanted = request.query_params.get("format") or request.headers.get("content-type", "").split(";")[0].strip()
+    given = request.query_params.get("format")
+    if given is not None:  # the schema's two names; the Content-Type may be any of the media types below
+        if given in ("csv", "jsonl"):
+            return given
+        raise InputError("unsupported_format", "format must be csv or jsonl", 415)
+    wanted = request.headers.get("content-type", "").split(";")[0].strip()
     if wanted in ("csv", "text/csv"):
         return "csv"
     if wanted in ("jsonl", "ndjson", "application/x-ndjson", "application/jsonl", "application/x-jsonlines"):

@@ -13,10 +13,11 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from tracker.contract.numbers import MAX_ID, MAX_VERSION
 from tracker.contract.tokens import EVENT_CHANNELS, MESSAGE_CHANNELS
 
-Id = Annotated[int, Meta(ge=1, le=2**63 - 1)]
-Version = Annotated[int, Meta(ge=1, le=2**31 - 1)]  # link-table versions are Postgres integers
+Id = Annotated[int, Meta(ge=1, le=MAX_ID)]
+Version = Annotated[int, Meta(ge=1, le=MAX_VERSION)]  # link-table versions are Postgres integers
 # Postgres text refuses NUL: said in the schema (and refused with a 422 naming the field), not a 500.
 NO_NUL = "^[^\\x00]*$"
 Text = Annotated[str, Meta(pattern=NO_NUL)]
@@ -24,6 +25,10 @@ Text = Annotated[str, Meta(pattern=NO_NUL)]
 Email = Annotated[str, Meta(extra_json_schema={"pattern": "^[^@\\s\\x00]{1,64}@[^@\\s\\x00]+\\.[^@\\s\\x00]+$",
                                                "maxLength": 254})]
 Phone = Annotated[str, Meta(extra_json_schema={"pattern": "^\\+[1-9][0-9]{6,14}$"})]
+# A time in a request body: RFC 3339 with its offset (msgspec reads it; a time without a zone is refused).
+Moment = Annotated[datetime.datetime, Meta(tz=True, extra_json_schema={"format": "date-time"})]
+# As tracker.domain.profile_fields.check_external_id reads it: 1 to 200 characters.
+ExternalId = Annotated[str, Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 FieldType = Literal["string", "number", "boolean", "date", "enum"]
 # Channel names come from the contract (tracker.contract.tokens.Channel); a Literal made from them at run time.
 ResourceChannel = Literal[EVENT_CHANNELS]  # type: ignore[valid-type]
@@ -79,7 +84,7 @@ class ProfileFieldList(msgspec.Struct):
 class ProfileIn(Input):
     """A new profile. `fields` holds declared custom fields only."""
 
-    external_id: Text | None = None
+    external_id: ExternalId | None = None
     email: Email | None = None
     phone: Phone | None = None
     email_status: EmailStatus | None = None
@@ -90,7 +95,7 @@ class ProfileIn(Input):
 class ProfilePatch(Input):
     """A partial update: absent keys stay; null clears email/phone/external_id or removes a custom field."""
 
-    external_id: Text | UnsetType | None = UNSET
+    external_id: ExternalId | UnsetType | None = UNSET
     email: Email | UnsetType | None = UNSET
     phone: Phone | UnsetType | None = UNSET
     email_status: EmailStatus | UnsetType = UNSET

@@ -22,6 +22,7 @@ from edge.api.schemas import (
     Subscription,
     SubscriptionList,
 )
+from tracker.contract.numbers import parse_int
 from tracker.domain.errors import Conflict, InputError, NotFound
 
 _SUBSCRIPTION = """
@@ -96,19 +97,23 @@ async def list_subscribers(request: Request, conn: asyncpg.Connection, ctx: ApiC
     return json_response(SubscriberPage(page, page[-1].profile_id if len(rows) > limit else None))
 
 
+# The spellings the schema lists (FLAG_VALUES), in lower case; anything else is refused, not guessed at.
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+FLAG_VALUES = list(_FLAGS)
+
+
 def _flag(text: str, name: str) -> bool:
-    if text.lower() in ("true", "1", "yes"):
-        return True
-    if text.lower() in ("false", "0", "no"):
-        return False
-    raise InputError("invalid_query", f"{name} {text[:40]!r}: expected true or false", 422)
+    value = _FLAGS.get(text)
+    if value is None:
+        raise InputError("invalid_query", f"{name} {text[:40]!r}: expected true or false (or 1, 0, yes, no)", 422)
+    return value
 
 
 def _number(text: str, name: str, low: int, high: int) -> int:
-    # The length first: int() of thousands of digits is refused (and slow) before any range check.
-    if len(text) > 19 or not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+    value = parse_int(text, low, high)
+    if value is None:
         raise InputError("invalid_query", f"{name} {text[:40]!r}: expected a whole number from {low} to {high}", 422)
-    return int(text)
+    return value
 
 
 async def _require(conn: asyncpg.Connection, profile_id: int, resource_id: int | None = None) -> None:

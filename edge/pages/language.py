@@ -14,7 +14,7 @@ from pathlib import Path
 SHIPPED = Path(__file__).parent / "strings"
 FALLBACK = "en"
 _TAG = re.compile(r"[a-z]{1,8}(?:-[a-z0-9]{1,8})*|\*")
-_QUALITY = re.compile(r"(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)")
+_QUALITY = re.compile(r"(0(?:\.\d{0,3})?|1(?:\.0{0,3})?)", re.ASCII)
 
 
 class StringsError(ValueError):

@@ -59,7 +59,13 @@ class PageRenderer:
         return self.default_language
 
     def render(self, page: str, status: int, scope: dict, **context: Any) -> tuple[dict, dict]:
-        language = self.language(scope)
+        return self.render_in(self.language(scope), page, status, **context)
+
+    def per_language(self, page: str, status: int) -> PerLanguage:
+        """A page that names nothing of the request, rendered now in every language: answering only picks one."""
+        return PerLanguage(self, {language: self.render_in(language, page, status) for language in self.languages})
+
+    def render_in(self, language: str, page: str, status: int, **context: Any) -> tuple[dict, dict]:
         body = (
             self.templates[page]
             .render(lang=language, t=self.strings[language], brand=self.brand, page=page, **context)
@@ -68,6 +74,19 @@ class PageRenderer:
         headers = [*responses.NO_CACHE, (b"x-content-type-options", b"nosniff"),
                    (b"content-language", language.encode()), *self.security_headers]  # fmt: skip
         return responses.complete(status, b"text/html; charset=utf-8", body, headers)
+
+
+class PerLanguage:
+    """`page(scope)` -> the (start, body) messages made once for the language the request asks for."""
+
+    __slots__ = ("renderer", "responses")
+
+    def __init__(self, renderer: PageRenderer, responses: dict[str, tuple[dict, dict]]) -> None:
+        self.renderer = renderer
+        self.responses = responses
+
+    def __call__(self, scope: dict) -> tuple[dict, dict]:
+        return self.responses[self.renderer.language(scope)]
 
 
 def _origin(url: str) -> str:

@@ -130,7 +130,9 @@ def report_event_id(channel: str, provider: str, provider_event_id: str, ts_us: 
 
 # -- times -----------------------------------------------------------------------------------------
 
-_ISO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?$")
+# re.ASCII throughout: \d would also take other scripts' digits, which float() and datetime read as numbers.
+_ISO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?$", re.ASCII)
+_SECONDS = re.compile(r"\d{9,11}(\.\d{1,9})?", re.ASCII)
 
 
 def parse_time_us(value: Any) -> int:
@@ -143,7 +145,7 @@ def parse_time_us(value: Any) -> int:
         return _checked_us(round(value * 1_000_000))
     if isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"\d{9,11}(\.\d{1,9})?", text):
+        if _SECONDS.fullmatch(text):
             return _checked_us(round(float(text) * 1_000_000))
         match = _ISO.match(text)
         if match:
@@ -169,7 +171,7 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-_UNIX_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,9})?")
+_UNIX_SECONDS = re.compile(r"\d{1,12}(?:\.\d{1,9})?", re.ASCII)
 
 
 def check_fresh(timestamp: str, max_skew_s: int) -> float:

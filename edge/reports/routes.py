@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from edge.reports import generic, mailgun, postmark, sendgrid, ses, smpp, sparkpost, twilio, vonage
 from edge.reports.base import Provider, Report, ReportError, ReportRequest, media_type, report_event_id
 from edge.reports.upload_budget import CLOSE, UploadBudget
+from edge.routing import CheckedRoute
 from edge.state import EdgeState
 from tracker.contract.events import require_event_layout
 from tracker.contract.tokens import CHANNEL_NAMES, Keyring, TokenKind, verify
@@ -37,6 +38,7 @@ from tracker.contract.tokens import CHANNEL_NAMES, Keyring, TokenKind, verify
 log = logging.getLogger("edge.reports")
 _REF = int(TokenKind.REF)
 _NOT_FOUND = PlainTextResponse("no such webhook\n", status_code=404)
+CHANNELS = frozenset({"email", "sms"})  # the channels providers report on
 # The tuple `record` builds per report: an Event's fields in the contract's order (the tuple is the wire record).
 _BUILDS = ("id", "kind", "channel", "message_id", "profile_id", "ts_us", "link_version", "link_index", "ua_class",
            "ip_prefix", "data")  # fmt: skip
@@ -72,6 +74,16 @@ class ProviderReportRoutes:
         self.providers = build_providers(state)
         # (channel, provider, outcome) -> count; outcome: recorded, bad_ref, untracked, or an HTTP status.
         self.counters: Counter[tuple[str, str, str]] = Counter()
+
+    def routes(self) -> list[CheckedRoute]:
+        """`/reports/...`, and `/hooks/...`, the path senders were given first; POST only (else 405).
+
+        Only the channels providers report on match, so `/reports/messages/...` (the report pages
+        for people) is no provider's path: a POST there is that page's 405, not "no such webhook".
+        """
+        checks = {"channel": CHANNELS.__contains__}
+        return [CheckedRoute(f"/{prefix}/{{channel}}/{{provider}}", self.handle, methods=["POST"], checks=checks)
+                for prefix in ("reports", "hooks")]  # fmt: skip
 
     async def handle(self, request: Request) -> Response:
         channel, name = request.path_params["channel"], request.path_params["provider"]

@@ -26,7 +26,7 @@ from tracker.config import Settings
 _RECEIPT = re.compile(
     r"id:(?P<id>\S+)\s+sub:(?P<sub>\d+)\s+dlvrd:(?P<dlvrd>\d+)\s+submit date:(?P<submit>\d{10,12})\s+"
     r"done date:(?P<done>\d{10,12})\s+stat:(?P<stat>[A-Za-z]+)\s+err:(?P<err>\w+)",
-    re.IGNORECASE,
+    re.IGNORECASE | re.ASCII,  # ASCII digits: strptime would read other scripts' digits too
 )
 _KINDS = {"DELIVRD": "delivered", "UNDELIV": "undelivered", "REJECTD": "undelivered", "EXPIRED": "undelivered",
           "DELETED": "undelivered"}  # fmt: skip

@@ -27,6 +27,7 @@ from starlette.requests import Request
 
 from edge.reports.base import ReportError
 from tracker.config import SettingsError
+from tracker.contract.numbers import content_length
 
 # Refusals sent before the body was read: the connection cannot carry another request after an unread body.
 CLOSE = {"connection": "close"}
@@ -52,12 +53,10 @@ class UploadBudget:
 
     def declared_size(self, headers: Headers) -> int | None:
         """The Content-Length (None: chunked), refused with 413 when over the limit."""
-        declared = headers.get("content-length", "")
-        if not (declared.isascii() and declared.isdigit()):
-            return None
-        if int(declared) > self.max_body_bytes:
+        declared = content_length(headers.get("content-length", ""), self.max_body_bytes)
+        if declared is not None and declared > self.max_body_bytes:
             raise ReportError(413, f"body over {self.max_body_bytes} bytes", CLOSE)
-        return int(declared)
+        return declared
 
     @asynccontextmanager
     async def read(self, request: Request) -> AsyncIterator[bytes]:

@@ -1,20 +1,31 @@
-"""Hypothesis feeds the token decoder, the body reader and the token routes with generated input.
+"""Hypothesis feeds the token decoder, the body reader and the public routes with generated input.
 
 The decoder's only refusal is None (no exception, ever); the body reader's only one is
-BodyTooLarge; the routes answer every request with a status below 500.
+BodyTooLarge; the routes answer every request with a status below 500. Where a public route
+reads a number (a report link's key id and expiry, a report page's message id and version, a
+preferences form's list, an IP prefix), it is drawn spelled every way (tests/rigs/number_spellings.py):
+any spelling but `str()`'s is a 4xx.
 """
 
 from __future__ import annotations
 
 import base64
+import time
+from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from edge.forms import BodyTooLarge, read_body
+from edge.request_facts import ip_prefix
 from tests.rigs.edge_helpers import running_edge
+from tests.rigs.flusher_helpers import make_message, make_profiles
+from tests.rigs.number_spellings import FOREIGN_DIGITS, canonical, number_spellings
+from tests.rigs.recipient_pages_app import wire_pages
+from tracker.config.pages import PagesSettings
 from tracker.contract.tokens import Channel, TokenKind, issued_at, mint, verify, verify_fresh
+from tracker.domain.analytics.report_links import sign
 
 KEYS = {1: b"fuzz-key-0123456789abcdef"}
 _BOUNDED = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -83,7 +94,7 @@ async def edge(settings):
         yield client
 
 
-_paths = st.text(alphabet=_ALPHABET + "+/=%.~", max_size=60)
+_paths = st.text(alphabet=_ALPHABET + "+/=%.~" + FOREIGN_DIGITS, max_size=60)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
@@ -108,3 +119,71 @@ async def test_the_site_pixel_answers_any_body_without_5xx(edge, body, image) ->
     else:
         response = await edge.post("/ak/e", content=body)
     assert response.status_code in (200, 204, 400, 413)
+
+
+# -- numbers on the public routes ---------------------------------------------------------------------------
+
+_SPELLINGS = settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture
+async def report_pages(settings, pg):
+    message = await make_message(pg)
+    async with running_edge(settings) as (_app, client):
+        yield client, message
+
+
+@_SPELLINGS
+@given(number_spellings(), number_spellings(), number_spellings(), st.sampled_from(["", "/clickmap"]))
+async def test_report_page_links_read_numbers_in_one_spelling(report_pages, settings, key_id, expiry, message_id, page):
+    client, message = report_pages
+    expires = int(time.time()) + 600
+    mac = sign(settings, message, expires).split(".")[2]
+    # The message id in the path, then the link's key id and expiry: each wrong spelling alone is refused.
+    answers = [
+        await client.get(f"/reports/messages/{quote(message_id)}{page}?t=1.{expires}.{mac}"),
+        await client.get(f"/reports/messages/{message}{page}?t={quote(key_id)}.{expires}.{mac}"),
+        await client.get(f"/reports/messages/{message}{page}?t=1.{quote(expiry)}.{mac}"),
+    ]
+    assert all(a.status_code < 500 for a in answers), [a.status_code for a in answers]
+    if not canonical(message_id, 1, 2**63 - 1):
+        assert answers[0].status_code == 404
+    else:  # another message's id: the link is not for it
+        assert answers[0].status_code == (200 if message_id == str(message) else 403)
+    assert answers[1].status_code == (200 if key_id == "1" else 403)
+    assert answers[2].status_code == (200 if expiry == str(expires) else 403)
+
+
+@_SPELLINGS
+@given(number_spellings())
+async def test_a_click_map_version_is_read_in_one_spelling(report_pages, settings, version):
+    client, message = report_pages
+    expires = int(time.time()) + 600
+    answer = await client.get(f"/reports/messages/{message}/clickmap",
+                              params={"version": version, "t": sign(settings, message, expires)})  # fmt: skip
+    assert answer.status_code == (200 if version == "1" else 404), version
+
+
+@pytest.fixture
+async def preferences(settings, pg):
+    message, (profile,) = await make_message(pg), await make_profiles(pg, 1)
+    token = mint(settings.signing_keys, 1, TokenKind.UNSUBSCRIBE, Channel.EMAIL, message, profile)
+    async with running_edge(settings) as (app, client):
+        wire_pages(app, PagesSettings())
+        yield client, f"/u/{token}/preferences"
+
+
+@_SPELLINGS
+@given(number_spellings(), st.sampled_from(["0", "1", "01", "١", "²"]))
+async def test_the_preferences_form_reads_its_list_in_one_spelling(preferences, resource, subscribe):
+    client, path = preferences
+    answer = await client.post(path, data={"resource": resource, "subscribe": subscribe})
+    right = canonical(resource, 1, 2**63 - 1) and subscribe in ("0", "1")
+    assert answer.status_code == 200 if right else answer.status_code == 400, (resource, subscribe)
+
+
+@_BOUNDED
+@given(st.lists(number_spellings(), min_size=1, max_size=4), st.sampled_from([".", ":", ",", " "]))
+def test_an_ip_prefix_is_made_of_ascii_digits_or_is_empty(parts, separator) -> None:
+    prefix = ip_prefix(separator.join(parts))
+    assert prefix == "" or (prefix.isascii() and prefix.endswith(("/24", "/48"))), prefix

@@ -254,6 +254,33 @@ async def test_bad_links_get_the_branded_404_page(settings, redis) -> None:
     assert "Acme Mail" in wrong_kind.text and "Link not valid" in wrong_kind.text
 
 
+async def test_a_bad_click_or_sms_link_gets_the_same_page_in_the_recipients_language_and_brand(
+    settings, redis
+) -> None:
+    settings = settings.replace(pages={"brand_name": "Acme Mail", "brand_colour": "#c00"})
+    unknown_link = mint(settings.signing_keys, 1, TokenKind.CLICK, Channel.EMAIL, 10**12, 1, 1, 0)
+    russian = {"accept-language": "ru-RU,ru;q=0.9,en;q=0.5"}
+    async with running_edge(settings) as (app, client):
+        forged = await client.get("/c/forged-token-here?url=https://evil.example/", headers=russian)
+        unknown = await client.get(f"/c/{unknown_link}")
+        head = await client.head("/c/forged-token-here", headers=russian)
+        sms = await client.get("/s/Zz9Zz9", headers=russian)
+        await asyncio.sleep(0.05)
+        assert await stream_events(redis, settings) == []
+        assert (app.state.counters.bad_tokens, app.state.counters.unknown_links) == (2, 2)
+    for response in (forged, unknown, head, sms):
+        assert response.status_code == 404 and "location" not in response.headers
+        assert response.headers["content-type"] == "text/html; charset=utf-8"
+        assert "no-store" in response.headers["cache-control"]
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert forged.headers["content-language"] == sms.headers["content-language"] == "ru"
+    assert '<html lang="ru">' in forged.text and "Ссылка недействительна" in forged.text
+    assert "Acme Mail" in forged.text and "--brand: #c00" in forged.text and "evil.example" not in forged.text
+    assert unknown.headers["content-language"] == "en" and "Link not valid" in unknown.text
+    assert head.content == b"" and head.headers["content-length"] == forged.headers["content-length"]
+    assert sms.text == forged.text
+
+
 async def test_old_links_show_the_expired_page_and_record_nothing(settings, redis, pg) -> None:
     month_ago = int(time.time()) - 31 * 86400
     old_confirm = token(settings, TokenKind.CONFIRM, 1, 1, issued_at=month_ago)

@@ -5,7 +5,9 @@ another exception). Correctly signed input shaped almost like the provider's own
 examples, with values swapped for arbitrary JSON, keys dropped) gives well-formed reports
 or a 4xx, never an exception: the signature vouches for the sender, not for the shape.
 And through the edge app, whatever arrives gets an answer below 500 and, unsigned, records
-nothing. Example counts are kept small so the file runs in seconds.
+nothing. Numbers (signed timestamps, event times, Content-Length) are also drawn spelled every way
+(tests/rigs/number_spellings.py): only ASCII digits are read, whatever else is signed. Example
+counts are kept small so the file runs in seconds.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from redis.asyncio import Redis
 from starlette.datastructures import Headers
 
 from edge.reports import generic, mailgun, postmark, sendgrid, ses, smpp, sparkpost, twilio, vonage
-from edge.reports.base import BasicAuth, Report, ReportError, ReportRequest
+from edge.reports.base import BasicAuth, Report, ReportError, ReportRequest, parse_time_us
 from edge.reports.sns import SnsVerifier
+from edge.reports.upload_budget import UploadBudget
 from tests.edge.test_reports_email import SENDGRID_KEY, SENDGRID_PUBLIC, sendgrid_headers
 from tests.rigs.edge_helpers import running_edge, stream_events
+from tests.rigs.number_spellings import number_spellings
 from tests.rigs.report_examples import example
 from tracker.contract.events import KINDS
 
@@ -219,6 +223,53 @@ def test_ses_notifications_of_odd_shapes_give_a_report_or_a_400(notification, se
         assert_well_formed([ses.ses_report(notification, "sns-message-id", sent_at)])
     except ReportError as exc:
         assert exc.status == 400
+
+
+# -- numbers spelled every way: only ASCII digits are read ----------------------------------------------
+
+
+def as_header(text: str) -> str:
+    """`text` as a server reads it from a header: latin-1 as it is ('²' is one byte), else its UTF-8 bytes."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return text.encode().decode("latin-1")
+    return text
+
+
+@FEW
+@given(stamp=number_spellings(max_value=4 * 10**9) | st.sampled_from(["١٧١٧١٧١٧١٧", "１７１７１７１７１７"]))
+def test_a_signed_timestamp_in_other_digits_is_refused_though_the_signature_holds(runner, providers, stamp):
+    body = json.dumps(SHAPES["generic"]).encode()
+    stamp = as_header(stamp)
+    headers = {"x-tracker-timestamp": stamp, "x-tracker-signature": generic.sign(SECRET, stamp, body)}
+    result = outcome(runner, providers["generic"], body, headers)
+    ascii_time = stamp.isascii() and stamp.isdigit() and len(stamp) <= 12 and abs(int(stamp) - time.time()) < 300
+    assert isinstance(result, ReportError) != ascii_time, stamp
+
+
+@FEW
+@given(text=number_spellings(max_value=2 * 10**9) | st.builds(lambda d: f"2024-05-{d}T10:00:00Z", number_spellings()))
+def test_an_event_time_is_read_from_ascii_digits_only(text):
+    try:
+        parse_time_us(text)
+    except ReportError as exc:
+        assert exc.status == 400
+    else:
+        assert text.strip().isascii(), text
+
+
+@FEW
+@given(declared=number_spellings(max_value=10**6) | st.text(max_size=8))
+def test_a_declared_content_length_is_ascii_digits_or_none(declared):
+    budget = UploadBudget(4096, 1024, 10.0)
+    declared = as_header(declared)
+    try:
+        size = budget.declared_size(Headers({"content-length": declared}))
+    except ReportError as exc:
+        assert exc.status == 413 and declared.isascii() and declared.isdigit(), declared
+    else:
+        assert size is None or (declared.isascii() and declared.isdigit() and size == int(declared) <= 1024)
 
 
 # -- the route: below 500, and nothing recorded from unsigned input ---------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import signal
 import subprocess
 import tempfile
@@ -119,7 +120,7 @@ async def test_two_flushers_at_once_give_the_same_result(settings, redis, own_da
         # Both did part of the work.
         for log in logs:
             (line,) = [line for line in log.splitlines() if " stopped: " in line]
-            assert "'stored': 0," not in line, line
+            assert re.search(r": [1-9][\d,]* stored, ", line), line
             # Both write the same counters and may hold copies of the same events: rows are
             # locked in one order, so neither waits out a deadlock detection.
             assert "Deadlock" not in log, log

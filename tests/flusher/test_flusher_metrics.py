@@ -8,7 +8,7 @@ import logging
 import msgspec
 from redis.asyncio import Redis
 
-from flusher.metrics import BUCKET_LABELS, FlusherMetrics, MetricsPublisher, group_lag_s
+from flusher.metrics import BUCKET_LABELS, FlusherMetrics, MetricsPublisher, group_lag_s, stop_summary
 from tests.rigs.flusher_helpers import drain, event, make_message, make_profiles, push, push_raw
 from tracker.contract.keys import CONSUMER_GROUP, ENTRY_FIELD, event_stream, event_streams, flusher_metrics_key
 
@@ -41,6 +41,31 @@ async def test_a_burst_flusher_publishes_rows_duplicates_dead_letters_and_commit
     assert counts[-1] == commits["count"] == snapshot["batches"]
     assert 0 < commits["sum"] < 5 * commits["count"]
     assert 0 < await redis.pttl(key) <= 15_000  # three publish intervals of 5 s
+
+
+async def test_a_stopped_flusher_says_what_it_did_in_one_readable_line(settings, redis, pg, caplog):
+    profiles = await make_profiles(pg, 2)
+    message = await make_message(pg)
+    events = [event(message, profiles[n % 2], "opened") for n in range(1_200)]
+    await push(redis, settings, events, per_entry=100)
+    await push(redis, settings, events[:3])  # re-sent: duplicates
+    await push_raw(redis, settings, {ENTRY_FIELD: b"\xc1 poison"})
+    with caplog.at_level(logging.INFO, logger="flusher"):
+        flusher = await drain(settings, consumer="summary-test", batch_max_events=500)
+    [line] = [r.getMessage() for r in caplog.records if " stopped: " in r.getMessage()]
+    batches, entries = flusher.stats["batches"], flusher.stats["entries"]
+    # 1,204 events: the poison entry counts as one (undecodable), dead-lettered.
+    assert line == (f"flusher summary-test stopped: 1,204 events in {batches} batches ({entries} stream entries):"
+                    " 1,200 stored, 3 duplicates, 1 dead-lettered; 0 clicks settled;"
+                    f" {flusher.stats['trimmed']} entries trimmed")  # fmt: skip
+    assert batches >= 3 and entries >= 14 and "{" not in line
+
+
+def test_the_stop_line_counts_in_words():
+    one = dict.fromkeys(("batches", "entries", "events", "stored", "duplicates", "dead_lettered", "trimmed",
+                         "settled"), 1)  # fmt: skip
+    assert stop_summary("f1", one) == ("flusher f1 stopped: 1 event in 1 batch (1 stream entry): 1 stored,"
+                                       " 1 duplicate, 1 dead-lettered; 1 click settled; 1 entry trimmed")  # fmt: skip
 
 
 def test_commit_latency_buckets_are_cumulative_with_inclusive_upper_bounds():

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.rigs.processes import read_until
 from tracker.ops.stack_file import write_stack
 
 TRACKER = [sys.executable, "-m", "tracker.ops.cli"]
 
 
 def bare_env(**variables: str) -> dict[str, str]:
-    """The environment of a shell that was told nothing about the stack."""
-    told = ("TRACKER_", "FLUSHER_", "REDIS_URL", "DATABASE_URL")
+    """The environment of a shell that was told nothing about the stack (nor to leave output unbuffered)."""
+    told = ("TRACKER_", "FLUSHER_", "REDIS_URL", "DATABASE_URL", "PYTHONUNBUFFERED")
     return {**{k: v for k, v in os.environ.items() if not k.startswith(told)}, **variables}
 
 
@@ -39,10 +40,8 @@ def running_stack(settings, free_port, tmp_path) -> Iterator[subprocess.Popen[st
         run = subprocess.Popen([*TRACKER, "run", "--port", str(free_port)], cwd=tmp_path, env=env,
                                stdout=subprocess.PIPE, stderr=log, text=True)  # fmt: skip
     try:
-        assert run.stdout is not None
-        for line in run.stdout:  # ends early only when it exits
-            if line.startswith("running; Ctrl-C"):
-                break
+        # Printed line by line into a pipe, as into `tee` or a journal: no PYTHONUNBUFFERED needed.
+        assert read_until(run, "running; Ctrl-C", timeout=90), (tmp_path / "run.log").read_text()[-3000:]
         assert run.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
         yield run
     finally:
@@ -95,6 +94,7 @@ def test_tracker_run_removes_its_stack_file_when_it_stops(running_stack, tmp_pat
     stats = tracker(tmp_path, "stats")
     assert stats.returncode == 2
     assert "REDIS_URL is not set (and there is no var/stack.env" in stats.stderr
+    assert "tracker env --data-dir" in stats.stderr and "TRACKER_DATA_DIR" in stats.stderr
 
 
 def dead_pid() -> int:
@@ -121,3 +121,34 @@ def test_a_stack_file_whose_redis_does_not_answer_is_ignored_and_said_to_be(tmp_
     stats = tracker(tmp_path, "stats")
     assert stats.returncode == 2
     assert f"ignoring var/stack.env: its Redis ({socket}) does not answer" in stats.stderr
+
+
+def test_every_command_finds_a_stack_in_another_data_folder(settings, tmp_path) -> None:
+    """`tracker run --data-dir /srv/var`: commands run elsewhere find it by --data-dir or TRACKER_DATA_DIR."""
+    data_dir, elsewhere = tmp_path / "srv" / "var", tmp_path / "repo"
+    elsewhere.mkdir()
+    write_stack(data_dir, {"REDIS_URL": settings.redis_url, "DATABASE_URL": settings.database_url,
+                           "TRACKER_STREAM_PREFIX": settings.stream_prefix}, {}, os.getpid())  # fmt: skip
+    for how in (["--data-dir", str(data_dir)], []):
+        stats = tracker(elsewhere, "stats", "--json", *how, **({} if how else {"TRACKER_DATA_DIR": str(data_dir)}))
+        assert stats.returncode == 0, stats.stderr
+        assert f"from {data_dir}/stack.env" in stats.stderr
+        assert f"{settings.stream_prefix}:events:" in stats.stdout
+    doctor = tracker(elsewhere, "doctor", "--json", "--data-dir", str(data_dir))
+    assert f"from {data_dir}/stack.env" in doctor.stderr
+    env = tracker(elsewhere, "env", TRACKER_DATA_DIR=str(data_dir))
+    assert env.returncode == 0 and f"export REDIS_URL={settings.redis_url}" in env.stdout, env.stderr
+    lost = tracker(elsewhere, "stats")
+    assert lost.returncode == 2
+    assert "tracker env --data-dir DIR" in lost.stderr and "--data-dir" in lost.stderr
+
+
+def test_tracker_help_is_short_and_points_to_the_settings_list(tmp_path) -> None:
+    helped = tracker(tmp_path, "--help")
+    assert helped.returncode == 0
+    assert len(helped.stdout.splitlines()) < 60, helped.stdout
+    assert "tracker settings" in helped.stdout and "REDIS_URL" in helped.stdout
+    listed = tracker(tmp_path, "settings")
+    assert listed.returncode == 0 and "FLUSHER_SETTLE_S" in listed.stdout and "TRACKER_PUBLIC_URL" in listed.stdout
+    flusher_only = tracker(tmp_path, "settings", "flusher")
+    assert "FLUSHER_SETTLE_S" in flusher_only.stdout and "TRACKER_PUBLIC_URL" not in flusher_only.stdout

@@ -102,6 +102,10 @@ async def test_snapshot_keys_of_every_process_share_one_slot(cluster: LocalClust
         await client.aclose()
 
 
+async def _stored_at_least(stack: ClusterStack, count: int) -> bool:
+    return (await stack.rows())[0] >= count
+
+
 async def _delivered(receiver, hits: int) -> bool:
     return len({event["id"] for event in receiver.events()}) >= hits
 
@@ -115,7 +119,7 @@ async def test_a_master_killed_under_load_loses_and_doubles_nothing(stack: Clust
         stack.start_flusher(f"flusher-{n}")
     victim = cluster.master_of(event_stream(stack.prefix, 0))
     load = asyncio.create_task(stack.load(seconds=8, rate=500))
-    await asyncio.sleep(2.5)
+    await wait_for(lambda: _stored_at_least(stack, 300), 30, "the load to reach Postgres before the kill")
     killed_at = time.monotonic()
     cluster.kill(victim)
     survivor = next(node for node in cluster.nodes if node.process is not None)

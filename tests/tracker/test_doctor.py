@@ -48,7 +48,8 @@ async def test_a_persistent_non_evicting_redis_and_a_migrated_database_pass(redi
     assert FAIL not in found.values()
 
 
-@pytest.mark.parametrize("redis_server", [(False, "--maxmemory-policy", "allkeys-lru")], indirect=True)
+@pytest.mark.parametrize("redis_server", [(False, "--maxmemory-policy", "allkeys-lru", "--maxmemory", "0")],
+                         indirect=True)  # fmt: skip
 async def test_a_redis_that_forgets_or_evicts_fails_with_what_to_set(redis_server, settings) -> None:
     findings = await diagnose(settings.replace(redis_url=redis_server.url))
     by_check = {f"{f.service} {f.check}": f for f in findings}
@@ -57,6 +58,20 @@ async def test_a_redis_that_forgets_or_evicts_fails_with_what_to_set(redis_serve
     assert by_check["redis eviction"].level == FAIL
     assert "noeviction" in by_check["redis eviction"].detail
     assert by_check["redis memory"].level == WARN  # no maxmemory: Redis cannot refuse before the kernel kills it
+
+
+async def test_the_embedded_redis_of_tracker_run_passes_with_nothing_to_change(tmp_path) -> None:
+    from tracker.ops.doctor import check_redis
+
+    server = EmbeddedRedis(tmp_path / "redis")  # as `tracker run` starts it
+    try:
+        findings = await check_redis(server.start())
+    finally:
+        server.stop()
+    assert {f.level for f in findings} == {OK}, findings
+    memory = next(f for f in findings if f.check == "memory")
+    limit_mib = float(memory.detail.split(" of ")[1].split(" MiB")[0])
+    assert 64 <= limit_mib <= 1024  # a quarter of this machine's memory, at most 1 GiB
 
 
 async def test_an_unmigrated_database_and_unreachable_redis_fail(pg_admin_url) -> None:

@@ -21,6 +21,7 @@ from tracker.config._fields import (
     SettingsPart,
     boolean,
     choice,
+    cluster_url_refusal,
     float_range,
     int_range,
     is_secret,
@@ -34,6 +35,8 @@ from tracker.config.flusher import FlusherSettings
 from tracker.config.forwarder import ForwarderSettings
 from tracker.config.pages import PagesSettings
 from tracker.config.reports import ReportSettings
+from tracker.contract.numbers import parse_int
+from tracker.contract.tokens import MAX_KEY_ID
 
 __all__ = [
     "EdgeSettings",
@@ -42,6 +45,7 @@ __all__ = [
     "ReportSettings",
     "Settings",
     "SettingsError",
+    "cluster_url_refusal",
     "is_secret",
     "parse_signing_keys",
     "redact_url",
@@ -59,11 +63,12 @@ def parse_signing_keys(raw: str) -> dict[int, bytes]:
     keys: dict[int, bytes] = {}
     for item in filter(None, (piece.strip() for piece in raw.split(","))):
         kid_text, sep, secret = item.partition(":")
-        if not sep or not kid_text.isdigit() or not 0 <= int(kid_text) <= 255:
-            raise ValueError("expected comma-separated KEY_ID:SECRET pairs with KEY_ID from 0 to 255")
+        key_id = parse_int(kid_text, 0, MAX_KEY_ID) if sep else None
+        if key_id is None:  # one spelling per id: not "01", not another script's digits
+            raise ValueError(f"expected comma-separated KEY_ID:SECRET pairs with KEY_ID from 0 to {MAX_KEY_ID}")
         if len(secret) < 16:
-            raise ValueError(f"the secret of key {kid_text} is shorter than 16 characters")
-        keys[int(kid_text)] = secret.encode()
+            raise ValueError(f"the secret of key {key_id} is shorter than 16 characters")
+        keys[key_id] = secret.encode()
     if not keys:
         raise ValueError("expected at least one KEY_ID:SECRET pair")
     return keys
@@ -126,6 +131,9 @@ class Settings(SettingsPart):
             )
         if not self.stream_prefix or any(c in self.stream_prefix for c in "{} \r\n"):
             raise SettingsError("TRACKER_STREAM_PREFIX: expected a non-empty name without braces or spaces")
+        refused = cluster_url_refusal(self.redis_url) if self.redis_cluster else None
+        if refused:
+            raise SettingsError(refused)
         super(Settings, self).check()
 
     @property
@@ -139,12 +147,13 @@ SHARED = ("redis_url", "database_url", "stream_prefix", "stream_shards", "redis_
           "redis_cluster", "redis_wait_replicas")
 
 
-def settings_help(*parts: str, shared: tuple[str, ...] | None = None) -> str:
-    """One line per variable, for `--help` epilogs: the shared ones, then those of `parts` (all when none)."""
+def settings_help(*parts: str, shared: tuple[str, ...] | None = None, only_shared: bool = False) -> str:
+    """One line per variable, for `--help` epilogs: the shared ones, then those of `parts` (all when none;
+    none with `only_shared`)."""
     lines = []
     for part_name, f in Settings.described():
         if part_name:
-            if parts and part_name not in parts:
+            if only_shared or (parts and part_name not in parts):
                 continue
         elif shared is not None and f.name not in shared:
             continue

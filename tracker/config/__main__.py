@@ -2,6 +2,8 @@
 
 `--check README.md` exits 1 when the README's table differs (the test suite runs it);
 `--write README.md` puts the current table between the README's markers.
+With `--env-example` the same from the same settings for `deploy/env.example`, the
+whole file: every variable with its default (tracker/config/_env_example.py).
 """
 
 from __future__ import annotations
@@ -55,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", type=Path, metavar="README", help="exit 1 if README's table is not the current one")
     mode.add_argument("--write", type=Path, metavar="README", help="replace README's table with the current one")
+    parser.add_argument("--env-example", action="store_true",
+                        help="deploy/env.example instead of the table (--check, --write: that whole file)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.env_example:
+        return _env_example(args.check, args.write)
     made = "\n" + table() + "\n"
     if args.check or args.write:
         path = args.check or args.write
@@ -70,6 +76,21 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     print(made.strip("\n"))
+    return 0
+
+
+def _env_example(check: Path | None, write: Path | None) -> int:
+    from tracker.config._env_example import env_example
+
+    made = env_example()
+    if write:
+        write.write_text(made)
+    elif check:
+        if not check.exists() or check.read_text() != made:
+            print(f"{check}: out of date; run python -m tracker.config --env-example --write {check}", file=sys.stderr)
+            return 1
+    else:
+        print(made, end="")
     return 0
 
 

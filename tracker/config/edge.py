@@ -18,6 +18,13 @@ def _optional_http_url(raw: str) -> str:
     return raw
 
 
+def _ops_token(raw: str) -> str:
+    # Sent in a header: printable ASCII without spaces, and long enough not to be guessed.
+    if raw and (len(raw) < 16 or not raw.isascii() or not raw.isprintable() or " " in raw):
+        raise ValueError("expected at least 16 printable ASCII characters without spaces (or empty: open)")
+    return raw
+
+
 @dataclass(frozen=True, slots=True, repr=False)
 class EdgeSettings(SettingsPart):
     """What only the edge reads (`TRACKER_*`), including the API it serves."""
@@ -149,6 +156,14 @@ class EdgeSettings(SettingsPart):
     )
     unsubscribe_max_age_days: int = setting(
         "TRACKER_UNSUBSCRIBE_MAX_AGE_DAYS", 0, int_range(0, 36_500), "days an unsubscribe link works (0: no limit)"
+    )
+
+    # -- the operator's endpoints (edge/ops_auth.py); /health and /ready stay open for load balancers --
+    ops_token: str = setting(
+        "TRACKER_OPS_TOKEN",
+        "",
+        _ops_token,
+        "bearer token that /metrics and /health/deps require (empty: open to anyone; set it in production)",
     )
 
     # -- analytics (message reports, click maps, cohorts; not the provider reports of TRACKER_REPORT_*) --

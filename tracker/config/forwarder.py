@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass
 
 from tracker.config._fields import SettingsError, SettingsPart, float_range, int_range, setting
+from tracker.contract.numbers import parse_int
+from tracker.contract.tokens import MAX_KEY_ID
 
 _LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
 _HOST_NAME = re.compile(rf"^\.?(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
@@ -38,15 +40,16 @@ def secret_key_ring(raw: str) -> dict[int, bytes]:
     keys: dict[int, bytes] = {}
     for item in filter(None, (piece.strip() for piece in raw.split(","))):
         kid_text, sep, encoded = item.partition(":")
-        if not sep or not kid_text.isdigit() or not 0 <= int(kid_text) <= 255:
-            raise ValueError("expected comma-separated KEY_ID:BASE64_KEY pairs with KEY_ID from 0 to 255")
+        key_id = parse_int(kid_text, 0, MAX_KEY_ID) if sep else None
+        if key_id is None:
+            raise ValueError(f"expected comma-separated KEY_ID:BASE64_KEY pairs with KEY_ID from 0 to {MAX_KEY_ID}")
         try:
             key = base64.b64decode(encoded.strip() + "=" * (-len(encoded.strip()) % 4), altchars=b"-_", validate=False)
         except (binascii.Error, ValueError):
             key = b""
         if len(key) != 32:
-            raise ValueError(f"key {kid_text} is not 32 bytes in base64 (make one: openssl rand -base64 32)")
-        keys[int(kid_text)] = key
+            raise ValueError(f"key {key_id} is not 32 bytes in base64 (make one: openssl rand -base64 32)")
+        keys[key_id] = key
     return keys
 
 

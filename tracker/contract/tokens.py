@@ -31,6 +31,7 @@ _TIMED = 2  # format 2: format 1 with the issue time after the key id
 _MAC_MIN = 9
 _CLICK = 2  # TokenKind.CLICK as a plain int: enum comparisons cost on the hot path
 MAX_TOKEN_LEN = 96  # characters; longer input is refused before decoding
+MAX_KEY_ID = 255  # one byte; the signing keys' ids (TRACKER_SIGNING_KEYS) and report links' too
 # `+` and `/` become `.`, which strict base64 decoding refuses: one translate keeps the alphabet URL-safe only.
 _TO_STD = bytes.maketrans(b"-_+/", b"+/..")
 _TO_URL = bytes.maketrans(b"+/", b"-_")

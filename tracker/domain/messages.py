@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from tracker.config import Settings
+from tracker.contract.numbers import parse_int
 from tracker.domain.errors import InputError, NotFound
 from tracker.domain.html_links import HONEYPOT
 from tracker.domain.link_tables import Link, add_version, create_message
@@ -22,6 +23,8 @@ from tracker.domain.message_templates import CONFIRM, UNSUBSCRIBE, Template, com
 from tracker.domain.profile_fields import FieldValueError, load_fields, parse_text
 
 MAX_NAME_LEN = 500
+MAX_SUBSCRIBE_TO = 10**18 - 1  # the 18 digits the flusher's subscribe-to rule reads (flusher/effects.py)
+_ASCII_SPACE = " \t\n\r\f\v"  # the spaces the flusher's rule allows around it
 
 
 @dataclass(frozen=True)
@@ -112,9 +115,10 @@ async def check_template(conn: Any, template: Template, resource_id: int | None)
             if name == HONEYPOT:
                 continue
             if name == "subscribe-to":
-                if not value.strip().isdigit() or len(value.strip()) > 18:
+                resource_id = parse_int(value.strip(_ASCII_SPACE), 1, MAX_SUBSCRIBE_TO)
+                if resource_id is None:
                     raise InputError("invalid_link_attribute", f"{where}: subscribe-to={value!r} is not a resource id")
-                resource_ids.add(int(value))
+                resource_ids.add(resource_id)
                 continue
             field = name.removeprefix("update-")
             spec = fields.get(field)

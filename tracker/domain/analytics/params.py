@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 
+from tracker.contract.numbers import MAX_ID, parse_int
 from tracker.domain.errors import InputError
-
-MAX_ID = 2**63 - 1
 
 
 def bad(name: str, problem: str) -> InputError:
@@ -26,9 +25,10 @@ def integer(query: Mapping[str, str], name: str, default: int | None, low: int =
     raw = _given(query, name)
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not low <= int(raw) <= high:
+    value = parse_int(raw, low, high)
+    if value is None:
         raise bad(name, f"expected an integer from {low} to {high}, got {raw[:40]!r}")
-    return int(raw)
+    return value
 
 
 def choice(query: Mapping[str, str], name: str, allowed: tuple[str, ...], default: str | None) -> str | None:

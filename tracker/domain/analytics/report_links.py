@@ -17,9 +17,12 @@ from urllib.parse import urlencode
 import asyncpg
 
 from tracker.config import Settings
+from tracker.contract.numbers import parse_int
+from tracker.contract.tokens import MAX_KEY_ID
 from tracker.domain.errors import NotFound
 
 _DOMAIN = b"tracker-analytics-link:"
+_MAX_EXPIRES = 10**12 - 1  # seconds: far past any TTL the settings allow
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +44,12 @@ def sign(settings: Settings, message_id: int, expires: int) -> str:
 def check(keys: dict[int, bytes], message_id: int, token: str, now: float | None = None) -> str | None:
     """None when the token opens this message's pages now; else why not ("expired" or "invalid")."""
     parts = token.split(".")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit() or len(parts[1]) > 12:
+    if len(parts) != 3:
         return "invalid"
-    key = keys.get(int(parts[0]))
-    expires = int(parts[1])
-    if key is None or not hmac.compare_digest(_signature(key, message_id, expires), parts[2]):
+    # One spelling each: "01" or "\u0661" is not key 1, and an expiry is signed as str() writes it.
+    key_id, expires = parse_int(parts[0], 0, MAX_KEY_ID), parse_int(parts[1], 0, _MAX_EXPIRES)
+    key = None if key_id is None else keys.get(key_id)
+    if key is None or expires is None or not hmac.compare_digest(_signature(key, message_id, expires), parts[2]):
         return "invalid"
     return "expired" if expires < (time.time() if now is None else now) else None
 
