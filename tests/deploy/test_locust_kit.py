@@ -16,6 +16,8 @@ import pytest
 
 from tests.rigs.edge_helpers import edge_env, real_edge
 
+pytestmark = pytest.mark.slow  # a real Locust run: in the full run, out of the fast loop
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCUST = Path(sys.executable).parent / "locust"
 REPORT = "POST /reports/email/generic"

@@ -43,6 +43,8 @@ from tests.rigs.number_spellings import canonical, number_spellings
 from tracker.config import Settings
 from tracker.domain.api_keys import create_api_key
 
+pytestmark = pytest.mark.slow  # fuzzing: in the full run, out of the fast loop
+
 FUZZ_EXAMPLES = int(os.environ.get("TRACKER_FUZZ_EXAMPLES", "20"))
 # `--checks all`
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance", "response_headers_conformance",

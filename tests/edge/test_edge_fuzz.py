@@ -27,6 +27,8 @@ from tracker.config.pages import PagesSettings
 from tracker.contract.tokens import Channel, TokenKind, issued_at, mint, verify, verify_fresh
 from tracker.domain.analytics.report_links import sign
 
+pytestmark = pytest.mark.slow  # fuzzing: in the full run, out of the fast loop
+
 KEYS = {1: b"fuzz-key-0123456789abcdef"}
 _BOUNDED = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"

@@ -76,6 +76,7 @@ async def test_flusher_snapshots_are_served_with_a_consumer_label(settings, redi
     assert value(text, 'flusher_commit_seconds_count{consumer="flusher-a"}') == 7
 
 
+@pytest.mark.slow  # several seconds of a real outage or processes: the full run has it
 async def test_counts_add_up_across_two_granian_workers(settings, redis, pg, free_port, tmp_path) -> None:
     message_id, _ = await create_message(pg, "email", "workers", [])
     keys = settings.signing_keys

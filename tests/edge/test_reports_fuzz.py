@@ -39,6 +39,8 @@ from tests.rigs.number_spellings import number_spellings
 from tests.rigs.report_examples import example
 from tracker.contract.events import KINDS
 
+pytestmark = pytest.mark.slow  # fuzzing: in the full run, out of the fast loop
+
 SECRET = "fuzz-secret-0123456789abcdef"
 USER, PASSWORD = "fuzz", "fuzz-password-0123456789"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()

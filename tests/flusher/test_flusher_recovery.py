@@ -120,6 +120,7 @@ async def test_the_heartbeat_and_the_groups_hold_while_redis_is_full(full_redis,
 # -- dead consumers -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds of a real outage or processes: the full run has it
 async def test_dead_flusher_consumers_are_removed_at_start_and_after_their_entries_are_taken_over(settings, redis, pg):
     profiles = await make_profiles(pg, 4)
     message = await make_message(pg)
@@ -144,6 +145,7 @@ async def test_dead_flusher_consumers_are_removed_at_start_and_after_their_entri
 
 
 
+@pytest.mark.slow  # several seconds of a real outage or processes: the full run has it
 async def test_check_fails_while_batches_wait_on_a_refusing_database_and_passes_again_after(settings, redis,
                                                                                           own_database):
     settings = settings.replace(database_url=own_database)

@@ -131,6 +131,7 @@ async def fields_of(pg, profile_id: int) -> str:
     return await pg.fetchval("select fields::text from profiles where id = $1", profile_id)
 
 
+@pytest.mark.slow  # several seconds of a real outage or processes: the full run has it
 async def test_every_rule_through_the_real_edge_and_effects_after_the_settle_window(settings, redis, pg) -> None:
     settings = verdict_settings(settings)
     await ensure_field(pg, "clicked_link", "boolean")

@@ -6,6 +6,8 @@ import asyncio
 import uuid
 from collections import Counter
 
+import pytest
+
 from forwarder.runner import delivery_retry
 from forwarder.worker import HooksWorker
 from tests.rigs.api_helpers import running_api
@@ -22,6 +24,7 @@ def ids(events: list) -> set[str]:
     return {str(uuid.UUID(bytes=e.id)) for e in events}
 
 
+@pytest.mark.slow  # several seconds of a real outage or processes: the full run has it
 async def test_a_destination_down_for_a_while_then_back_gets_every_event_and_duplicates_only_by_id(
     settings, redis, pg
 ):
@@ -51,6 +54,7 @@ async def test_a_destination_down_for_a_while_then_back_gets_every_event_and_dup
         assert max(Counter(e["id"] for e in got).values()) == 1 or len(by_batch) < len(receiver.accepted)
 
 
+@pytest.mark.slow  # several seconds of a real outage or processes: the full run has it
 async def test_a_hook_that_keeps_failing_is_paused_with_its_backlog_and_resumes_from_it(settings, redis, pg):
     settings = hook_settings(settings, pause_after_failures=3)
     message = await make_message(pg)

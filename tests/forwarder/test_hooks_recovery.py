@@ -30,6 +30,7 @@ def ids(events) -> set[str]:
 
 
 
+@pytest.mark.slow  # several seconds of a real outage or processes: the full run has it
 async def test_a_hook_stuck_on_postgres_lets_the_heartbeat_lapse_until_it_moves_again(settings, redis, own_database,
                                                                                       caplog):
     settings = hook_settings(settings.replace(database_url=own_database), heartbeat_ttl_s=2)

@@ -50,7 +50,8 @@ def running_stack(settings, free_port, tmp_path) -> Iterator[subprocess.Popen[st
             run.wait(60)
 
 
-def test_commands_find_the_stack_tracker_run_started(running_stack, settings, free_port, tmp_path) -> None:
+def test_commands_find_the_stack_tracker_run_started_and_the_environment_wins(running_stack, settings, free_port,
+                                                                             tmp_path) -> None:  # fmt: skip
     stack_file = tmp_path / "var" / "stack.env"
     assert stack_file.stat().st_mode & 0o777 == 0o600
     signing_key = (tmp_path / "var" / "signing-keys").read_text().strip()
@@ -79,8 +80,7 @@ def test_commands_find_the_stack_tracker_run_started(running_stack, settings, fr
                            env=bare_env(), capture_output=True, text=True, timeout=60)  # fmt: skip
     assert shell.stdout == f"{settings.database_url}\n{signing_key}", shell.stderr
 
-
-def test_the_environment_wins_over_the_stack_file(running_stack, tmp_path) -> None:
+    # The environment wins over the stack file, name by name.
     stats = tracker(tmp_path, "stats", REDIS_URL="redis://127.0.0.1:1/0")  # nothing listens there
     assert stats.returncode == 1
     assert "127.0.0.1:1" in stats.stdout + stats.stderr

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def test_tracker_run_demo_end_to_end(settings, free_port, tmp_path) -> None:
     env = {
@@ -41,6 +43,7 @@ def test_tracker_run_demo_end_to_end(settings, free_port, tmp_path) -> None:
     assert "granian" not in result.stderr.lower() and "granian" not in out.lower()
 
 
+@pytest.mark.slow  # starts an embedded Postgres
 def test_tracker_run_with_embedded_servers_says_nothing_about_xdg_runtime_dir(free_port, tmp_path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("TRACKER_", "REDIS_URL", "DATABASE_URL", "XDG_"))}  # fmt: skip
