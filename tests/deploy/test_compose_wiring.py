@@ -254,3 +254,14 @@ def test_the_proxy_forwards_the_public_routes_and_nothing_else(settings) -> None
         assert forwarded(path), f"{path} is a public route the proxy does not forward"
     for path in [*private, "/", "/metrics/", "/health/deps/x", "/admin", "/.env"]:
         assert not forwarded(path), f"{path} must not be reachable through the proxy"
+
+
+def test_the_prometheus_scrape_example_sends_the_ops_token_to_the_edges_own_port() -> None:
+    scrape = yaml.safe_load((DEPLOY / "prometheus" / "scrape.yaml").read_text())
+    (job,) = scrape["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert job["authorization"]["type"] == "Bearer" and job["authorization"]["credentials_file"]
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    published = [port for port in compose["services"]["edge"]["ports"] if port.startswith("127.0.0.1:")]
+    assert published and all(target.endswith(":8000") for target in job["static_configs"][0]["targets"])
+    assert scrape["rule_files"] == ["alerts.yaml"]
