@@ -179,8 +179,14 @@ class Flusher:
 
         await self.retry.run("Redis: create consumer groups", make_groups, REDIS_TRANSIENT)
         await self._housekeeping()
-        await self.retry.run("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
-                             on_failure=self.sink.drop_connection)  # fmt: skip
+        # Start-up is work in hand: a database that refuses the first maintenance holds back every batch behind
+        # it, so the heartbeat must lapse as it does for a batch that cannot be committed.
+        self.progress.took()
+        try:
+            await self.retry.run("Postgres: maintenance", self.sink.maintain, POSTGRES_TRANSIENT,
+                                 on_failure=self.sink.drop_connection)  # fmt: skip
+        finally:
+            self.progress.done()
 
     async def _housekeeping(self) -> None:
         """At start: remove dead consumers and trim what earlier runs acknowledged; neither may hold up the start."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import signal
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import OutOfMemoryError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from tests.conftest import with_database
 from tests.rigs.flusher_helpers import (
@@ -145,6 +146,44 @@ async def test_dead_flusher_consumers_are_removed_at_start_and_after_their_entri
 
 
 
+@pytest.mark.slow  # several seconds of a real outage: the full run has it
+async def test_check_fails_while_the_start_up_waits_on_a_refusing_database(settings, redis, own_database):
+    """Start-up maintenance holds back every batch: a database refusing it is a stall like a batch that cannot
+    be committed, not a flusher with nothing to do."""
+    settings = settings.replace(database_url=own_database)
+    pg = await asyncpg.connect(own_database)
+    try:
+        message, profiles = await make_message(pg), await make_profiles(pg, 5)
+    finally:
+        await pg.close()
+    await push(redis, settings, [event(message, p) for p in profiles])
+    await admin(own_database, "alter database {db} allow_connections false", END_SESSIONS)
+    process = start_flusher(settings, FLUSHER_CONSUMER="starting", FLUSHER_HEARTBEAT_TTL_S="2")
+    try:
+        # The first beat goes out before the start-up meets the database; then it is withdrawn.
+        await wait_until(lambda: _logged(process, "heartbeat withdrawn"), 20, "the heartbeat withdrawn")
+        assert await asyncio.to_thread(lambda: check(settings, "starting")) == 1
+        assert process.poll() is None
+        await admin(own_database, "alter database {db} allow_connections true")
+        await wait_until(lambda: asyncio.to_thread(lambda: check(settings, "starting") == 0), 20, "a heartbeat again")
+        pg = await asyncpg.connect(own_database)
+        try:
+            await wait_until(lambda: _stored_count(pg, message, len(profiles)), 30, "every event stored")
+        finally:
+            await pg.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await wait_exit(process, 15) == 0, log_of(process)
+
+
+async def _logged(process: subprocess.Popen, text: str) -> bool:
+    return text in log_of(process)
+
+
+async def _stored_count(pg: asyncpg.Connection, message: int, count: int) -> bool:
+    return len(await stored_ids(pg, [message])) == count
+
+
 @pytest.mark.slow  # several seconds of a real outage or processes: the full run has it
 async def test_check_fails_while_batches_wait_on_a_refusing_database_and_passes_again_after(settings, redis,
                                                                                           own_database):
@@ -159,6 +198,14 @@ async def test_check_fails_while_batches_wait_on_a_refusing_database_and_passes_
                             FLUSHER_PG_CONNECTIONS="1")  # fmt: skip
     try:
         await wait_until(lambda: asyncio.to_thread(lambda: check(settings, "stuck") == 0), 15, "a heartbeat")
+
+        async def reading() -> bool:  # past its start-up (maintenance included): it reads the streams
+            stream = event_streams(settings.stream_prefix, settings.stream_shards)[0]
+            with contextlib.suppress(ResponseError):
+                return any(as_text(c["name"]) == "stuck" for c in await redis.xinfo_consumers(stream, CONSUMER_GROUP))
+            return False
+
+        await wait_until(reading, 15, "the flusher to read its streams")
         await admin(own_database, "alter database {db} allow_connections false", END_SESSIONS)
         events = [event(message, p) for p in profiles for _ in range(30)]
         await push(redis, settings, events)
