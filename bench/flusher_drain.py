@@ -7,8 +7,12 @@ Makes a throwaway database (dropped at the end), profiles and messages, then per
 round: pushes the events as the edge writes them (entries of --per-entry events
 per shard, 1% duplicate ids), runs one flusher in burst mode in this process
 and times it from start to exit (every event committed and acknowledged).
-Prints events/s per round and the median. --profile writes a cProfile of the
-last round.
+
+Each round also times the ceiling in the same run: one binary COPY of the same
+rows (the distinct events, shaped as the events table's) into a table with a
+bytea primary key, before the drain in odd rounds and after it in even ones
+(ABBA over rounds). Prints events/s per round, the drain's ratio to that COPY,
+and the medians. --profile writes a cProfile of the last round.
 """
 
 from __future__ import annotations
@@ -34,8 +38,18 @@ from tracker.contract.events import Event, EventIds, encode_batch, encode_event
 from tracker.contract.keys import ENTRY_FIELD, event_stream, shard_for
 from tracker.contract.schema import migrate
 from tracker.domain.link_tables import Link, create_message
+from tracker.domain.verdict_store import moment
 
 # Roughly what a campaign sends back: deliveries and opens dominate, clicks follow.
+RAW_TABLE = """
+create unlogged table if not exists bench_raw_copy (
+    id bytea primary key, ts timestamptz, kind text, channel text, message_id bigint, profile_id bigint,
+    link_version integer, link_index integer, ua_class text, ip_prefix text, data jsonb,
+    signals integer, ua_family text, verdict text, reasons text[]
+)
+"""
+RAW_COLUMNS = ("id", "ts", "kind", "channel", "message_id", "profile_id", "link_version", "link_index",
+               "ua_class", "ip_prefix", "data", "signals", "ua_family", "verdict", "reasons")  # fmt: skip
 MIX = [
     ("delivered", 38), ("opened", 30), ("clicked", 14), ("read", 8), ("sent", 5), ("soft_bounce", 1),
     ("hard_bounce", 1), ("unsubscribed", 1), ("complained", 1), ("confirmed", 1),
@@ -84,22 +98,35 @@ async def push(redis: Redis, prefix: str, shards: int, events: list[Event], per_
     await pipe.execute()
 
 
+async def raw_copy(conn: asyncpg.Connection, events: list[Event]) -> float:
+    """Rows/s of one COPY of the distinct events into a bytea-keyed table: what Postgres takes at best."""
+    distinct = {event.id: event for event in events}.values()
+    records = [(e.id, moment(e.ts_us), e.kind, e.channel, e.message_id, e.profile_id, e.link_version, e.link_index,
+                e.ua_class, e.ip_prefix, None, e.signals, e.ua_family, "unknown", []) for e in distinct]  # fmt: skip
+    await conn.execute("truncate bench_raw_copy")
+    started = time.perf_counter()
+    await conn.copy_records_to_table("bench_raw_copy", records=records, columns=RAW_COLUMNS)
+    return len(records) / (time.perf_counter() - started)
+
+
 async def bench(args: argparse.Namespace) -> None:
     name = "trk_bench_" + secrets.token_hex(4)
     admin = await asyncpg.connect(args.admin_url)
     await admin.execute(f'create database "{name}"')
     url = database_url_for(args.admin_url, name)
     redis = Redis.from_url(args.redis_url)
-    rates = []
+    rates, raw_rates, ratios = [], [], []
     try:
         await migrate(url)
         conn = await asyncpg.connect(url)
         profile_ids, message_ids = await seed(conn, args.profiles, args.messages)
-        await conn.close()
+        await conn.execute(RAW_TABLE)
         rng = random.Random(args.seed)
         for round_ in range(1, args.rounds + 1):
             prefix = "bench" + secrets.token_hex(3)
             events = make_events(args.events, profile_ids, message_ids, rng)
+            if round_ % 2:
+                raw = await raw_copy(conn, events)
             await push(redis, prefix, args.shards, events, args.per_entry)
             settings = Settings.from_env(
                 {**os.environ, "REDIS_URL": args.redis_url, "DATABASE_URL": url},
@@ -121,15 +148,24 @@ async def bench(args: argparse.Namespace) -> None:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
             rate = flusher.stats["events"] / elapsed
+            if not round_ % 2:
+                raw = await raw_copy(conn, events)
+            await conn.execute("truncate bench_raw_copy")
             rates.append(rate)
+            raw_rates.append(raw)
+            ratios.append(rate / raw)
             stats = flusher.stats
             print(f"round {round_}: {stats['events']} events ({stats['stored']} new) in {elapsed:.2f}s:"
                   f" {rate:,.0f} events/s; batches {stats['batches']};"
-                  f" flusher process CPU {cpu:.2f}s ({cpu / elapsed:.0%} of a core)", flush=True)  # fmt: skip
+                  f" flusher process CPU {cpu:.2f}s ({cpu / elapsed:.0%} of a core);"
+                  f" raw COPY {raw:,.0f} rows/s, drain {rate / raw:.2f}x of it", flush=True)  # fmt: skip
             keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
             if keys:
                 await redis.delete(*keys)
-        print(f"median {statistics.median(rates):,.0f} events/s over {len(rates)} rounds")
+        await conn.close()
+        print(f"median {statistics.median(rates):,.0f} events/s over {len(rates)} rounds;"
+              f" raw COPY median {statistics.median(raw_rates):,.0f} rows/s;"
+              f" drain / raw COPY median {statistics.median(ratios):.2f}x")  # fmt: skip
     finally:
         await redis.aclose()
         await admin.execute(f'drop database if exists "{name}" with (force)')
