@@ -175,8 +175,7 @@ class PostgresSink:
     ) -> int:
         async with conn.transaction():
             await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
-            status = await conn.execute(effects.insert_new(_one_day_partition(events)))
-            new = int(status.rsplit(" ", 1)[-1])
+            new = await _insert(conn, _one_day_partition(events), len(records))
             if days:  # before the effects: their last statements lock rows every batch shares, until the commit
                 await conn.execute(active_days.INSERT, *active_days.as_arrays(days))
             if new:
@@ -239,6 +238,18 @@ class PostgresSink:
             needed = {partitions.day_of(event.ts_us) for event in events} - self._days
             await partitions.create_days(conn, needed)
             self._days |= needed
+
+
+async def _insert(conn: asyncpg.Connection, partition: str | None, count: int) -> int:
+    """Insert the staged batch into `events` and `flush_new`; returns how many events were new."""
+    try:
+        await conn.execute(effects.insert_all(partition))
+        return count
+    except asyncpg.UniqueViolationError:
+        # Some of the batch is stored already: dedupe it row by row (only such batches pay for that).
+        await conn.execute(effects.FAST_FAILED)
+    status = await conn.execute(effects.insert_new(partition))
+    return int(status.rsplit(" ", 1)[-1])
 
 
 def _one_day_partition(events: list[Event]) -> str | None:
