@@ -350,8 +350,8 @@ where p.id = o.profile_id and p.phone_status <> 'complained'
 """
 
 
-def effects_script(settings: Settings, *, with_rollups: bool = True) -> str:
-    """Every statement after the insert, as one simple-protocol script (one round trip).
+def effects_steps(settings: Settings, *, with_rollups: bool = True) -> list[tuple[str, str]]:
+    """Every statement after the insert, as named steps, each one round trip and timed on its own.
 
     Rows no other batch of this flusher writes come first (the batch's clicks, its per-profile
     counts). Then what another batch may hold until its commit: the profiles this batch changes
@@ -363,11 +363,16 @@ def effects_script(settings: Settings, *, with_rollups: bool = True) -> str:
     email = _EMAIL_STATUS.format(
         window=int(settings.flusher.soft_bounce_window_s), limit=int(settings.flusher.soft_bounce_limit)
     )
-    shared = [_COUNTERS, _REASONS, *([rollups.AFTER_COUNTERS] if with_rollups else [])]
-    return "\n".join(
-        [_SETTLE.format(settle=float(settings.flusher.settle_s)), _NO_NESTED_LOOPS, _PER_PROFILE, _NESTED_LOOPS,
-         _LOCK_PROFILES, _PROFILE_FIELDS, _SUBSCRIPTIONS, _SOFT_BOUNCES, email, _PHONE_STATUS, *shared]
-    )  # fmt: skip
+    profile_effects = [_LOCK_PROFILES, _PROFILE_FIELDS, _SUBSCRIPTIONS, _SOFT_BOUNCES, email, _PHONE_STATUS]
+    steps = [
+        ("settle_queue", _SETTLE.format(settle=float(settings.flusher.settle_s))),  # rows only this batch writes
+        ("recipient_firsts", "\n".join([_NO_NESTED_LOOPS, _PER_PROFILE, _NESTED_LOOPS])),  # the batch's profiles
+        ("profile_effects", "\n".join(profile_effects)),
+        ("message_counters", "\n".join([_COUNTERS, _REASONS])),  # rows every batch shares, from here on
+    ]
+    if with_rollups:
+        steps.append(("rollups", rollups.AFTER_COUNTERS))
+    return steps
 
 
 # The settle pass's profile effects: the same statements, fed by flush_attrs alone (flush_new is empty).
