@@ -12,7 +12,8 @@ Each round also times the ceiling in the same run: one binary COPY of the same
 rows (the distinct events, shaped as the events table's) into a table with a
 bytea primary key, before the drain in odd rounds and after it in even ones
 (ABBA over rounds). Prints events/s per round, the drain's ratio to that COPY,
-and the medians. --profile writes a cProfile of the last round.
+each batch step's share of the time the sinks spent storing (flusher.sink's
+steps, 1% or more), and the medians. --profile writes a cProfile of the last round.
 """
 
 from __future__ import annotations
@@ -159,6 +160,10 @@ async def bench(args: argparse.Namespace) -> None:
                   f" {rate:,.0f} events/s; batches {stats['batches']};"
                   f" flusher process CPU {cpu:.2f}s ({cpu / elapsed:.0%} of a core);"
                   f" raw COPY {raw:,.0f} rows/s, drain {rate / raw:.2f}x of it", flush=True)  # fmt: skip
+            steps = flusher.metrics.steps.seconds
+            total = sum(steps.values())
+            print("  steps: " + ", ".join(f"{name} {seconds / total:.0%}" for name, seconds in steps.items()
+                                          if seconds / total >= 0.01), flush=True)  # fmt: skip
             keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
             if keys:
                 await redis.delete(*keys)
