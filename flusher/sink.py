@@ -3,8 +3,8 @@
 A batch goes through named steps, each timed (`StepTimes`, on /metrics and in `tracker stats`):
 
     check_messages  redeliveries  partitions  judge  rows            (before the transaction)
-    copy  insert  active_days  settle_queue  recipient_firsts  profile_effects
-    message_counters  rollups  verdict_changes  commit                (the transaction)
+    copy  insert  settle_queue  recipient_firsts  profile_effects
+    message_counters  rollups  verdict_changes  active_days  commit   (the transaction)
 
 The effects' steps and their lock order are flusher.effects.effects_steps.
 
@@ -201,9 +201,6 @@ class PostgresSink:
                 await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
             with step("insert"):
                 new = await _insert(conn, _one_day_partition(events), len(records))
-            if days:  # before the effects: their last statements lock rows every batch shares, until the commit
-                with step("active_days"):
-                    await conn.execute(active_days.INSERT, *active_days.as_arrays(days))
             if new:
                 for name, sql in self._effects:
                     with step(name):
@@ -211,6 +208,14 @@ class PostgresSink:
             # Earlier clicks a new burst or honeypot fetch shows to be a machine's (harmless to repeat).
             with step("verdict_changes"):
                 await change_verdicts(conn, changes)
+            # Last: another flusher reading the same shards meets the same (profile, day) rows, and an
+            # insert meeting a row another transaction inserted waits for its end. Sent last, a row is
+            # held only while its batch commits: with two flushers this insert was a third of their
+            # time, waiting, when it came first (docs/flusher-projections.md). Every lock this batch
+            # waits on here is held by a batch past all its other steps, so the wait is never a cycle.
+            if days:
+                with step("active_days"):
+                    await conn.execute(active_days.INSERT, *active_days.as_arrays(days))
             committing = time.perf_counter()
         self.steps.seconds["commit"] += time.perf_counter() - committing
         return new

@@ -15,8 +15,8 @@ from tracker.contract.keys import CONSUMER_GROUP, ENTRY_FIELD, event_stream, eve
 SNAPSHOT_FIELDS = {"consumer", "batches", "rows_written", "duplicates", "dead_lettered", "lag_s", "commit_seconds",
                    "at", "verdicts", "step_seconds"}  # fmt: skip
 # A batch's steps, in the order it runs them (flusher.sink); no click settles and no verdict turns here.
-STEPS = ["check_messages", "redeliveries", "partitions", "judge", "rows", "copy", "insert", "active_days",
-         "settle_queue", "recipient_firsts", "profile_effects", "message_counters", "rollups", "verdict_changes",
+STEPS = ["check_messages", "redeliveries", "partitions", "judge", "rows", "copy", "insert", "settle_queue",
+         "recipient_firsts", "profile_effects", "message_counters", "rollups", "verdict_changes", "active_days",
          "commit"]  # fmt: skip
 
 
