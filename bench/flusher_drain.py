@@ -13,13 +13,18 @@ rows (the distinct events, shaped as the events table's) into a table with a
 bytea primary key, before the drain in odd rounds and after it in even ones
 (ABBA over rounds). Prints events/s per round, the drain's ratio to that COPY,
 each batch step's share of the time the sinks spent storing (flusher.sink's
-steps, 1% or more), and the medians. --profile writes a cProfile of the last round.
+steps, 1% or more), and the medians. `--flushers 2` runs two flushers (two
+consumers of the same group, as two processes would be) on the one database.
+Every round samples the flushers' Postgres sessions every 50 ms and prints how
+many of the active ones were waiting for a lock another transaction held, and
+in which statement. --profile writes a cProfile of the last round.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import cProfile
 import logging
 import os
@@ -110,6 +115,36 @@ async def raw_copy(conn: asyncpg.Connection, events: list[Event]) -> float:
     return len(records) / (time.perf_counter() - started)
 
 
+class LockWaits:
+    """Samples the flushers' sessions: how often an active one waits on another transaction's lock."""
+
+    QUERY = """
+    select a.wait_event_type = 'Lock' as waiting, left(regexp_replace(a.query, '\\s+', ' ', 'g'), 60) as statement
+    from pg_stat_activity a
+    where a.datname = current_database() and a.application_name = 'flusher' and a.state = 'active'
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.active = 0
+        self.waiting: collections.Counter[str] = collections.Counter()
+
+    async def sample_until(self, done: asyncio.Event) -> None:
+        while not done.is_set():
+            for row in await self.conn.fetch(self.QUERY):
+                self.active += 1
+                if row["waiting"]:
+                    self.waiting[row["statement"].strip()] += 1
+            await asyncio.sleep(0.05)
+
+    def summary(self) -> str:
+        waits = sum(self.waiting.values())
+        top = "; ".join(f"{n / self.active:.0%} in {statement!r}" for statement, n in self.waiting.most_common(2))
+        return f"lock waits {waits / max(self.active, 1):.0%} of {self.active} active-session samples" + (
+            f" ({top})" if top else ""
+        )
+
+
 async def bench(args: argparse.Namespace) -> None:
     name = "trk_bench_" + secrets.token_hex(4)
     admin = await asyncpg.connect(args.admin_url)
@@ -137,33 +172,39 @@ async def bench(args: argparse.Namespace) -> None:
             )
             if args.batch_max_events:
                 settings = settings.replace(flusher={"batch_max_events": args.batch_max_events})
-            flusher = Flusher(settings, burst=True)
+            flushers = [Flusher(settings.replace(flusher={"consumer": f"bench{n}"}), burst=True)
+                        for n in range(args.flushers)]  # fmt: skip
+            waits, done = LockWaits(conn), asyncio.Event()
+            sampling = asyncio.create_task(waits.sample_until(done))
             profiler = cProfile.Profile() if args.profile and round_ == args.rounds else None
             started, cpu_started = time.perf_counter(), time.process_time()
             if profiler:
                 profiler.enable()
-            await flusher.run()
+            await asyncio.gather(*(flusher.run() for flusher in flushers))
             elapsed = time.perf_counter() - started
+            done.set()
+            await sampling
             cpu = time.process_time() - cpu_started
             if profiler:
                 profiler.disable()
                 profiler.dump_stats(args.profile)
-            rate = flusher.stats["events"] / elapsed
+            stats = {key: sum(f.stats[key] for f in flushers) for key in ("events", "stored", "batches")}
+            rate = stats["events"] / elapsed
             if not round_ % 2:
                 raw = await raw_copy(conn, events)
             await conn.execute("truncate bench_raw_copy")
             rates.append(rate)
             raw_rates.append(raw)
             ratios.append(rate / raw)
-            stats = flusher.stats
             print(f"round {round_}: {stats['events']} events ({stats['stored']} new) in {elapsed:.2f}s:"
                   f" {rate:,.0f} events/s; batches {stats['batches']};"
                   f" flusher process CPU {cpu:.2f}s ({cpu / elapsed:.0%} of a core);"
                   f" raw COPY {raw:,.0f} rows/s, drain {rate / raw:.2f}x of it", flush=True)  # fmt: skip
-            steps = flusher.metrics.steps.seconds
+            steps = sum((f.metrics.steps.seconds for f in flushers), collections.Counter())
             total = sum(steps.values())
             print("  steps: " + ", ".join(f"{name} {seconds / total:.0%}" for name, seconds in steps.items()
                                           if seconds / total >= 0.01), flush=True)  # fmt: skip
+            print(f"  {waits.summary()}", flush=True)
             keys = [key async for key in redis.scan_iter(match=f"{prefix}:*")]
             if keys:
                 await redis.delete(*keys)
@@ -184,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", type=int, default=100_000)
     parser.add_argument("--messages", type=int, default=20)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--flushers", type=int, default=1, help="flushers on the one database, in this process")
     parser.add_argument("--per-entry", type=int, default=256, help="events per stream entry, as the edge batches")
     parser.add_argument("--batch-max-events", type=int, default=0, help="FLUSHER_BATCH_MAX_EVENTS (0: setting)")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
