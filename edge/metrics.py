@@ -222,4 +222,9 @@ def render_flusher_snapshots(snapshots: list[FlusherMetricsSnapshot]) -> str:
             verdict, _, reason = key.partition("/")
             lines.append(sample("flusher_verdicts_total", {"consumer": snap.consumer, "verdict": verdict,
                                                             "reason": reason}, count))  # fmt: skip
+    lines += ["# HELP flusher_step_seconds_total Seconds spent in each step of storing a batch (flusher.sink)",
+              "# TYPE flusher_step_seconds_total counter"]  # fmt: skip
+    for snap in snapshots:
+        for step, seconds in snap.step_seconds.items():
+            lines.append(sample("flusher_step_seconds_total", {"consumer": snap.consumer, "step": step}, seconds))
     return "\n".join(lines) + "\n"

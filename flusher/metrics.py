@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from redis.asyncio import Redis
@@ -38,6 +40,25 @@ COMMIT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BUCKET_LABELS = (*(f"{bound:g}" for bound in COMMIT_BUCKETS), "+Inf")
 PUBLISH_INTERVAL_S = 5.0
 _ERROR_LOG_EVERY_S = 60.0
+
+
+class StepTimes:
+    """Seconds spent in each named step of storing a batch (flusher.sink), summed over the process's life.
+
+    Shared by a flusher's sinks; the snapshot publishes it, so `/metrics` and `tracker stats` show where
+    a batch's time goes without a profiler. Steps appear in the order a batch first runs them.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: Counter[str] = Counter()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
 
 
 class FlusherMetrics:
@@ -56,6 +77,7 @@ class FlusherMetrics:
         self.commit_count = 0
         # (verdict, reason) -> events; the worker hands in its judge's own counter (flusher.judging).
         self.verdicts: Counter[tuple[str, str]] = Counter()
+        self.steps = StepTimes()  # the worker hands its sinks' own
 
     def observe_commit(self, seconds: float) -> None:
         self._bucket_hits[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
@@ -83,6 +105,7 @@ class FlusherMetrics:
             commit_seconds=CommitSeconds(buckets=cumulative, sum=self.commit_sum, count=self.commit_count),
             at=time.time() if at is None else at,
             verdicts={f"{verdict}/{reason}": count for (verdict, reason), count in sorted(self.verdicts.items())},
+            step_seconds={name: round(seconds, 6) for name, seconds in self.steps.seconds.items()},
         )
 
 

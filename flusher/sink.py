@@ -1,5 +1,13 @@
 """The Postgres sink: one transaction per batch (COPY, insert with dedupe, effects).
 
+A batch goes through named steps, each timed (`StepTimes`, on /metrics and in `tracker stats`):
+
+    check_messages  redeliveries  partitions  judge  rows            (before the transaction)
+    copy  insert  settle_queue  recipient_firsts  profile_effects
+    message_counters  rollups  verdict_changes  active_days  commit   (the transaction)
+
+The effects' steps and their lock order are flusher.effects.effects_steps.
+
 `store(batch)` either commits the whole batch or raises with nothing committed
 (an operational error, to be retried; or a fatal one, a missing schema or
 privilege, that stops the flusher), so the caller may acknowledge exactly when
@@ -20,6 +28,7 @@ import msgspec
 from flusher import effects, partitions
 from flusher.batch import Batch
 from flusher.judging import Judge
+from flusher.metrics import StepTimes
 from tracker.config import Settings
 from tracker.contract.events import TIMELESS_ID_PREFIX, Event, encode_event
 from tracker.domain.analytics import active_days
@@ -47,12 +56,15 @@ class PostgresSink:
         days: active_days.ActiveDays | None = None,
         *,
         with_rollups: bool = True,
+        steps: StepTimes | None = None,
     ) -> None:
-        """`judge` and `days` are shared by a flusher's sinks (one memory of stored day rows, learnt once)."""
+        """`judge`, `days` and `steps` are shared by a flusher's sinks (one memory of stored day rows,
+        learnt once; one sum of each step's time)."""
         self.settings = settings
         self.judge = judge or Judge(settings)
+        self.steps = steps or StepTimes()
         self.conn: asyncpg.Connection | None = None
-        self._effects = effects.effects_script(settings, with_rollups=with_rollups)
+        self._effects = effects.effects_steps(settings, with_rollups=with_rollups)
         self._active_days = (days or active_days.ActiveDays()) if with_rollups else None
         # Messages are never re-numbered, so a message seen once is known for good.
         self._known_messages: set[int] = set()
@@ -117,16 +129,21 @@ class PostgresSink:
 
     async def store(self, batch: Batch) -> Stored:
         conn = await self.connect()
-        await self._check_messages(conn, batch)
-        self._check_times(batch)
-        await self._drop_redeliveries(conn, batch)
+        step = self.steps.step
+        with step("check_messages"):
+            await self._check_messages(conn, batch)
+            self._check_times(batch)
+        with step("redeliveries"):
+            await self._drop_redeliveries(conn, batch)
         events = [event for event, _stream, _entry in batch.events.values()]
         if not events:
             return Stored(duplicates=batch.duplicates)
-        await self._ensure_days(conn, events)
+        with step("partitions"):
+            await self._ensure_days(conn, events)
         # Judged before the transaction (it only reads). The verdicts are set on the batch's own events,
         # which the action hooks receive.
-        changes = await self.judge.judge(conn, events)
+        with step("judge"):
+            changes = await self.judge.judge(conn, events)
         stored = await self._store_splitting(conn, batch, events, changes)
         stored.duplicates += batch.duplicates
         return stored
@@ -150,16 +167,8 @@ class PostgresSink:
         return Stored(first.new + second.new, first.duplicates + second.duplicates)
 
     async def _store_events(self, conn: asyncpg.Connection, events: list[Event], changes: list[Change]) -> int:
-        records = [
-            (e.id, e.ts_us, e.kind, e.channel, e.message_id, e.profile_id, e.link_version, e.link_index,
-             e.ua_class, e.ip_prefix, None if e.data is None else _json.encode(e.data).decode(),
-             e.signals, e.ua_family, e.verdict or "unknown", ",".join(e.reasons),
-             # Clicks wait in settling_clicks, whence they go to the action hooks as they are.
-             encode_event(e) if e.kind in CLICKS else None)
-            for e in events
-        ]  # fmt: skip
-        # From every event, duplicates included: a duplicate's day is stored already (its first copy's).
-        days = self._active_days.take(events) if self._active_days else []
+        with self.steps.step("rows"):
+            records, days = self._rows(events)
         try:
             new = await self._write(conn, events, changes, records, days)
         except BaseException:
@@ -170,19 +179,45 @@ class PostgresSink:
             self._active_days.stored(days)
         return new
 
+    def _rows(self, events: list[Event]) -> tuple[list[tuple], list[tuple[int, int]]]:
+        """The COPY's rows, and the day rows this batch takes (tracker.domain.analytics.active_days)."""
+        records = [
+            (e.id, e.ts_us, e.kind, e.channel, e.message_id, e.profile_id, e.link_version, e.link_index,
+             e.ua_class, e.ip_prefix, None if e.data is None else _json.encode(e.data).decode(),
+             e.signals, e.ua_family, e.verdict or "unknown", ",".join(e.reasons),
+             # Clicks wait in settling_clicks, whence they go to the action hooks as they are.
+             encode_event(e) if e.kind in CLICKS else None)
+            for e in events
+        ]  # fmt: skip
+        # From every event, duplicates included: a duplicate's day is stored already (its first copy's).
+        return records, self._active_days.take(events) if self._active_days else []
+
     async def _write(
         self, conn: asyncpg.Connection, events: list[Event], changes: list[Change], records: list, days: list
     ) -> int:
+        step = self.steps.step
         async with conn.transaction():
-            await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
-            status = await conn.execute(effects.insert_new(_one_day_partition(events)))
-            new = int(status.rsplit(" ", 1)[-1])
-            if days:  # before the effects: their last statements lock rows every batch shares, until the commit
-                await conn.execute(active_days.INSERT, *active_days.as_arrays(days))
+            with step("copy"):
+                await conn.copy_records_to_table("flush_staging", records=records, columns=effects.STAGING_COLUMNS)
+            with step("insert"):
+                new = await _insert(conn, _one_day_partition(events), len(records))
             if new:
-                await conn.execute(self._effects)
+                for name, sql in self._effects:
+                    with step(name):
+                        await conn.execute(sql)
             # Earlier clicks a new burst or honeypot fetch shows to be a machine's (harmless to repeat).
-            await change_verdicts(conn, changes)
+            with step("verdict_changes"):
+                await change_verdicts(conn, changes)
+            # Last: another flusher reading the same shards meets the same (profile, day) rows, and an
+            # insert meeting a row another transaction inserted waits for its end. Sent last, a row is
+            # held only while its batch commits: with two flushers this insert was a third of their
+            # time, waiting, when it came first (docs/flusher-projections.md). Every lock this batch
+            # waits on here is held by a batch past all its other steps, so the wait is never a cycle.
+            if days:
+                with step("active_days"):
+                    await conn.execute(active_days.INSERT, *active_days.as_arrays(days))
+            committing = time.perf_counter()
+        self.steps.seconds["commit"] += time.perf_counter() - committing
         return new
 
     async def _check_messages(self, conn: asyncpg.Connection, batch: Batch) -> None:
@@ -239,6 +274,18 @@ class PostgresSink:
             needed = {partitions.day_of(event.ts_us) for event in events} - self._days
             await partitions.create_days(conn, needed)
             self._days |= needed
+
+
+async def _insert(conn: asyncpg.Connection, partition: str | None, count: int) -> int:
+    """Insert the staged batch into `events` and `flush_new`; returns how many events were new."""
+    try:
+        await conn.execute(effects.insert_all(partition))
+        return count
+    except asyncpg.UniqueViolationError:
+        # Some of the batch is stored already: dedupe it row by row (only such batches pay for that).
+        await conn.execute(effects.FAST_FAILED)
+    status = await conn.execute(effects.insert_new(partition))
+    return int(status.rsplit(" ", 1)[-1])
 
 
 def _one_day_partition(events: list[Event]) -> str | None:

@@ -94,7 +94,9 @@ class Flusher:
         # the other waits for a commit or on a shared row, and the loop decodes the next.
         self.judge = Judge(settings)  # one network list and honeypot cache for every connection
         days = ActiveDays()  # which day rows are stored: one memory for every connection
-        self.sinks = [PostgresSink(settings, self.judge, days) for _ in range(settings.flusher.pg_connections)]
+        self.metrics = FlusherMetrics(self.consumer)
+        self.sinks = [PostgresSink(settings, self.judge, days, steps=self.metrics.steps)
+                      for _ in range(settings.flusher.pg_connections)]  # fmt: skip
         self.settler = Settler(settings, self.committed)
         self.sink = self.sinks[0]  # maintenance
         self._closing = asyncio.Event()
@@ -107,7 +109,6 @@ class Flusher:
         self.progress = Progress()
         self._trimming = Outage(log, "Redis: trim the streams")
         self.stats = dict.fromkeys(_STATS, 0)
-        self.metrics = FlusherMetrics(self.consumer)
         self.metrics.verdicts = self.judge.counts
         self.metrics_publisher = MetricsPublisher(
             self.redis, settings.stream_prefix, self.streams.streams, self.metrics

@@ -65,7 +65,7 @@ async def test_flusher_snapshots_are_served_with_a_consumer_label(settings, redi
     snapshot = {
         "consumer": "flusher-a", "batches": 7, "rows_written": 7000, "duplicates": 3, "dead_lettered": 1,
         "lag_s": 0.25, "commit_seconds": {"buckets": {"0.005": 2, "0.01": 6, "+Inf": 7}, "sum": 0.05, "count": 7},
-        "at": 0,
+        "at": 0, "step_seconds": {"judge": 1.5, "insert": 2.25},
     }  # fmt: skip
     await redis.set(flusher_metrics_key(settings.stream_prefix, "flusher-a"), json.dumps(snapshot))
     async with running_edge(settings) as (_app, client):
@@ -74,6 +74,7 @@ async def test_flusher_snapshots_are_served_with_a_consumer_label(settings, redi
     assert value(text, 'flusher_lag_seconds{consumer="flusher-a"}') == 0.25
     assert value(text, 'flusher_commit_seconds_bucket{consumer="flusher-a",le="0.01"}') == 6
     assert value(text, 'flusher_commit_seconds_count{consumer="flusher-a"}') == 7
+    assert value(text, 'flusher_step_seconds_total{consumer="flusher-a",step="insert"}') == 2.25
 
 
 @pytest.mark.slow  # several seconds of a real outage or processes: the full run has it

@@ -58,6 +58,28 @@ async def test_counters_count_totals_and_uniques_once_per_event_id(settings, red
     assert (row["total"], _us(row["first_at"]), _us(row["last_at"])) == (2, t0, t0 + SECOND)
 
 
+async def test_a_batch_mixing_stored_and_new_events_stores_and_counts_only_the_new_ones(settings, redis, pg):
+    # A batch with nothing stored goes in whole; one that meets a stored event dedupes row by row.
+    a, b = await make_profiles(pg, 2)
+    message = await make_message(pg)
+    t0 = now_us() - 60 * SECOND
+    first = event(message, a, "opened", ts_us=t0)
+    await push(redis, settings, [first])
+    await drain(settings)
+    later = [event(message, a, "opened", ts_us=t0 + SECOND), event(message, b, "clicked", link_index=0,
+                                                                   ts_us=t0 + 2 * SECOND)]  # fmt: skip
+    await push(redis, settings, [later[0], first, later[1]])  # one entry: the stored event in the middle
+    flusher = await drain(settings)
+
+    assert (flusher.stats["stored"], flusher.stats["duplicates"]) == (2, 1)
+    assert sorted(await stored_ids(pg, [message])) == sorted(e.id for e in [first, *later])
+    assert await counters(pg, message) == {"opened": (2, 1), "clicked": (1, 1)}
+    assert await pg.fetchval(
+        "select total from message_profile_stats where message_id = $1 and profile_id = $2 and kind = 'opened'",
+        message, a,
+    ) == 2  # fmt: skip
+
+
 async def test_anonymous_and_unknown_profiles_are_stored_without_effects(settings, redis, pg):
     (known,) = await make_profiles(pg, 1)
     message = await make_message(pg)

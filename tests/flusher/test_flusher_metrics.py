@@ -13,7 +13,11 @@ from tests.rigs.flusher_helpers import drain, event, make_message, make_profiles
 from tracker.contract.keys import CONSUMER_GROUP, ENTRY_FIELD, event_stream, event_streams, flusher_metrics_key
 
 SNAPSHOT_FIELDS = {"consumer", "batches", "rows_written", "duplicates", "dead_lettered", "lag_s", "commit_seconds",
-                   "at", "verdicts"}  # fmt: skip
+                   "at", "verdicts", "step_seconds"}  # fmt: skip
+# A batch's steps, in the order it runs them (flusher.sink); no click settles and no verdict turns here.
+STEPS = ["check_messages", "redeliveries", "partitions", "judge", "rows", "copy", "insert", "settle_queue",
+         "recipient_firsts", "profile_effects", "message_counters", "rollups", "verdict_changes", "active_days",
+         "commit"]  # fmt: skip
 
 
 async def test_a_burst_flusher_publishes_rows_duplicates_dead_letters_and_commit_latency(settings, redis, pg):
@@ -41,6 +45,9 @@ async def test_a_burst_flusher_publishes_rows_duplicates_dead_letters_and_commit
     assert counts[-1] == commits["count"] == snapshot["batches"]
     assert 0 < commits["sum"] < 5 * commits["count"]
     assert 0 < await redis.pttl(key) <= 15_000  # three publish intervals of 5 s
+    # Where the batches' time went, step by step: every step ran and took some time.
+    assert list(snapshot["step_seconds"]) == STEPS
+    assert all(seconds > 0 for seconds in snapshot["step_seconds"].values())
 
 
 async def test_a_stopped_flusher_says_what_it_did_in_one_readable_line(settings, redis, pg, caplog):

@@ -68,6 +68,7 @@ async def an_incident(redis, settings, spool_holder: list[int]) -> int:
         "lag_s": 10.0,
         "commit_seconds": {"buckets": {"+Inf": 3}, "sum": 0.03, "count": 3},
         "at": time.time(),
+        "step_seconds": {"judge": 1.0, "insert": 3.0},
     }
     await redis.set(flusher_metrics_key(prefix, "flusher-a"), json.dumps(snapshot), ex=15)
 
@@ -139,6 +140,7 @@ async def test_the_table_for_people_shows_the_same_facts(settings, redis, stats_
     table = capsys.readouterr().out
     assert event_stream(settings.stream_prefix, 0) in table
     assert "flusher-a" in table and "alive" in table and "250" in table
+    assert "flusher-a batch steps: judge 1.0 s (25%), insert 3.0 s (75%)" in table
     assert "Dead letters: 1" in table and "undecodable entry: boom" in table
     assert "orphan, awaiting replay" in table and f"held by pid {os.getpid()}" in table
 

@@ -38,6 +38,8 @@ class FlusherMetricsSnapshot(msgspec.Struct):
     at: float | None = None  # unix seconds
     # Opens and clicks judged, by "verdict/reason" (an event counts once for each of its reasons).
     verdicts: dict[str, int] = msgspec.field(default_factory=dict)
+    # Seconds spent in each step of storing a batch (flusher.sink), in the order a batch runs them.
+    step_seconds: dict[str, float] = msgspec.field(default_factory=dict)
 
 
 class FlusherHeartbeatFacts(msgspec.Struct):

@@ -186,6 +186,11 @@ on conflict (message_id, kind, verdict, reason) do update set total = r.total + 
 """
 
 
+# Every statement a verdict change runs, in order: what a table split by verdict must appear in
+# (tests/flusher/test_verdict_paths.py finds such tables in the schema and checks).
+CHANGE_STATEMENTS = (_APPLY, APPLY_ROLLUPS)
+
+
 async def change_verdicts(conn: asyncpg.Connection, changes: list[Change]) -> int:
     """Apply verdict changes and their counter deltas (inside the caller's transaction); returns how
     many events really changed (those already so are skipped, which makes applying twice harmless)."""
@@ -199,6 +204,6 @@ async def change_verdicts(conn: asyncpg.Connection, changes: list[Change]) -> in
     )  # fmt: skip
     changed = int(status.rsplit(" ", 1)[-1])
     if changed:
-        await conn.execute(_APPLY)
-        await conn.execute(APPLY_ROLLUPS)  # the reports' hourly verdict split and per-link human counts
+        for statements in CHANGE_STATEMENTS:  # the rollups' share last: the reports' hourly and per-link splits
+            await conn.execute(statements)
     return changed

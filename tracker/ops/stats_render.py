@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
 
@@ -66,6 +67,7 @@ def render(stats: Stats) -> str:
                          age(m.get("lag_s")) if m else "-", avg,
                          age(stats.at - at) if isinstance(at, int | float) else "-"))  # fmt: skip
         lines += table(rows, right={2, 3, 4, 5, 6, 7, 8})
+        lines += _step_lines(metrics)
     else:
         lines.append("  no live heartbeat and no metrics: no flusher is running")
     sp = stats.spool
@@ -82,6 +84,20 @@ def render(stats: Stats) -> str:
         lines += table(rows, right={1, 2, 3})
     lines += ["", *render_hooks(stats.hooks)]
     return "\n".join(lines)
+
+
+def _step_lines(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Where each flusher's batches spend their time: its steps in batch order, seconds and share."""
+    lines = []
+    for consumer, m in sorted(metrics.items()):
+        steps = m.get("step_seconds") or {}
+        total = sum(v for v in steps.values() if isinstance(v, int | float))
+        if not total:
+            continue
+        parts = [f"{name} {seconds:.1f} s ({seconds / total:.0%})" for name, seconds in steps.items()
+                 if isinstance(seconds, int | float)]  # fmt: skip
+        lines.append(f"  {consumer} batch steps: " + ", ".join(parts))
+    return lines
 
 
 def _redis_lines(stats: Stats) -> list[str]:

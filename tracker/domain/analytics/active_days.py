@@ -11,6 +11,8 @@ insert that meets a row another open transaction inserted waits for that transac
 batches sharing one (profile, day) pair would run one after the other. The pair is sent by the
 batch that took it first; if that batch fails, the pair is released and sent by its retry (the
 same events), so the row is in Postgres exactly when an event of that profile and day is.
+Two flushers reading the same shards share no memory and meet the same rows: the sink sends the
+day rows as its transaction's last statement, so such a wait lasts only the other batch's commit.
 """
 
 from __future__ import annotations
