@@ -149,7 +149,7 @@ async def test_report_page_links_read_numbers_in_one_spelling(report_pages, sett
     ]
     assert all(a.status_code < 500 for a in answers), [a.status_code for a in answers]
     if not canonical(message_id, 1, 2**63 - 1):
-        assert answers[0].status_code == 404
+        assert answers[0].status_code in (404, 414)  # 414: a path over the edge's limit
     else:  # another message's id: the link is not for it
         assert answers[0].status_code == (200 if message_id == str(message) else 403)
     assert answers[1].status_code == (200 if key_id == "1" else 403)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from redis.asyncio import Redis
@@ -313,8 +314,9 @@ END_SESSIONS = ("select pg_terminate_backend(pid) from pg_stat_activity"
 
 async def admin(database_url: str, *statements: str) -> None:
     """Run statements as an administrator, from another database than `database_url`'s ({db}, {name}: its name)."""
-    name = database_url.rsplit("/", 1)[1]
-    conn = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+    # The database is the URL's path: an embedded server's socket folder is in its query (?host=/tmp/...).
+    name = urlsplit(database_url).path.lstrip("/")
+    conn = await asyncpg.connect(urlunsplit(urlsplit(database_url)._replace(path="/postgres")))
     try:
         for statement in statements:
             await conn.execute(statement.replace("{db}", f'"{name}"').replace("{name}", name))

@@ -21,7 +21,8 @@ PG_SECRET = "pg-pass-word-0002"
 
 def with_password(url: str, user: str, password: str) -> str:
     parts = urlsplit(url)
-    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{parts.hostname}:{parts.port}"))
+    host = f"{parts.hostname}:{parts.port}" if parts.hostname else ""  # an embedded server's socket: no host
+    return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
 
 
 def run_flusher(settings, **variables: str) -> subprocess.CompletedProcess[str]:
@@ -42,8 +43,14 @@ def test_a_program_starts_with_one_short_line_of_hosts_and_shards_and_no_secrets
     first = result.stderr.splitlines()[0]
     assert " INFO flusher: flusher " + version() + " as " in first
     redis, pg = urlsplit(settings.redis_url), urlsplit(settings.database_url)
-    assert f"Redis {redis.hostname}:{redis.port}{redis.path}" in first
-    assert f"Postgres {pg.hostname}:{pg.port}{pg.path}" in first
+    if redis.hostname:  # else a socket, named by its path
+        assert f"Redis {redis.hostname}:{redis.port}{redis.path}" in first
+    else:
+        assert f"Redis {redis.path}" in first
+    if pg.hostname:
+        assert f"Postgres {pg.hostname}:{pg.port}{pg.path}" in first
+    else:
+        assert f"Postgres {pg.query.split('host=')[1].split('&')[0]}{pg.path}" in first
     assert f"{settings.stream_shards} shards" in first
     assert len(first) < 250
     assert REDIS_SECRET not in result.stderr + result.stdout
