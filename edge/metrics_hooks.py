@@ -45,25 +45,25 @@ async def hooks_text(redis: Any, prefix: str, shards: int) -> str:
     except (RedisError, OSError, TimeoutError) as exc:
         return f"# hooks metrics unavailable: {type(exc).__name__}\n"
     backlog: dict[str, int] = {}
-    uncounted: list[tuple[str, dict]] = []  # (hook, group): Redis gave no lag (before 7, or after a trim)
+    uncounted: list[tuple[str, str, dict]] = []  # (hook, stream, group): Redis gave no lag (before 7, after a trim)
     for stream, groups in zip(committed_streams(prefix, shards), replies[:-1], strict=True):
         for group in groups if isinstance(groups, list) else []:  # an error: no committed stream yet
             hook_id = hook_of_group(group.get("name", b""))
             if hook_id is None:
                 continue
-            hook = str(hook_id)
-            backlog[hook] = backlog.get(hook, 0) + int(group.get("pending") or 0) + (unread_of(group) or 0)
-            group["stream"] = stream
-            uncounted += [(hook, group)] if unread_of(group) is None else []
+            hook, lag = str(hook_id), unread_of(group)
+            backlog[hook] = backlog.get(hook, 0) + int(group.get("pending") or 0) + (lag or 0)
+            if lag is None:
+                uncounted.append((hook, stream, group))
     if uncounted:
         try:
             async with asyncio.timeout(1.0), redis.pipeline(transaction=False) as pipe:
-                for _hook, group in uncounted:
-                    queue_unread(pipe, group["stream"], group)
+                for _hook, stream, group in uncounted:
+                    queue_unread(pipe, stream, group)
                 counted = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError, TimeoutError) as exc:
             return f"# hooks metrics unavailable: {type(exc).__name__}\n"
-        for (hook, group), count in zip(uncounted, counted, strict=True):
+        for (hook, _stream, group), count in zip(uncounted, counted, strict=True):
             backlog[hook] += unread_of(group, count) or 0
     snapshots = [snapshot for raw in raws if (snapshot := decode(raw, ForwarderMetricsSnapshot))]
     return render_hooks_metrics(backlog, snapshots)
